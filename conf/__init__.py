@@ -1,0 +1,1 @@
+"""Hydra configs of charrnn, shipped as the package ``charrnn.conf`` (see pyproject.toml)."""

@@ -1,0 +1,150 @@
+"""CharRNNModule: the Lightning side of training a CharRNN.
+
+Lightning orchestrates (loops, devices, checkpoints, logging); the maths stays in ``CharRNN``.
+What lives here: the loss, the metrics over whole splits, the hidden state carried between
+stateful batches (truncated BPTT: Lightning 2 has no built-in support, so the module keeps the
+state and detaches it), and a text sample written to TensorBoard at each validation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from charrnn.data import IGNORE_INDEX, Vocabulary
+from charrnn.generate import generate
+from charrnn.model import CharRNN, Hidden
+
+LN2 = math.log(2.0)
+
+
+def detach_hidden(h: Hidden | None) -> Hidden | None:
+    """Cut the graph behind a carried state, so backward stops at the batch boundary."""
+    if h is None:
+        return None
+    if isinstance(h, tuple):
+        return tuple(t.detach() for t in h)  # type: ignore[return-value]
+    return h.detach()
+
+
+class CharRNNModule(L.LightningModule):
+    """Trains ``model`` on next-character prediction with cross-entropy.
+
+    ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` objects): the optimizer is
+    called with the parameters, the scheduler with the optimizer and the total number of steps.
+    """
+
+    def __init__(
+        self,
+        model: CharRNN,
+        vocab: Vocabulary,
+        optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        stateful: bool = True,
+        sample_length: int = 300,
+        sample_prompt: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.vocab = vocab
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.stateful = stateful
+        self.sample_length = sample_length
+        self.sample_prompt = sample_prompt
+        # Plain values only: they go into every checkpoint, which must load with weights_only=True.
+        self.save_hyperparameters({"model": model.config(), "vocab": "".join(vocab.chars), "stateful": stateful})
+        # Best full-split validation bpc so far; a buffer, so it is saved and restored on resume.
+        self.register_buffer("best_val_bpc", torch.tensor(math.inf))
+        self._train_state: Hidden | None = None
+        self._eval_state: Hidden | None = None
+        self._eval_sums: Tensor | None = None
+
+    # --- training ---------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, h: Hidden | None = None) -> tuple[Tensor, Hidden]:
+        return self.model(x, h)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_state = None
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = batch
+        state = detach_hidden(self._train_state) if self.stateful else None
+        logits, state = self.model(inputs, state)
+        if self.stateful:
+            self._train_state = state
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
+        return loss
+
+    # --- evaluation over whole splits ---------------------------------------------------------
+
+    def _eval_start(self) -> None:
+        self._eval_state = None
+        self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
+        inputs, targets = batch
+        logits, self._eval_state = self.model(inputs, self._eval_state)
+        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
+        mask = flat_targets != IGNORE_INDEX
+        loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        correct = ((flat_logits.argmax(-1) == flat_targets) & mask).sum()
+        assert self._eval_sums is not None
+        self._eval_sums += torch.stack([loss_sum.double(), correct.double(), mask.sum().double()])
+
+    def _eval_end(self, split: str) -> dict[str, float]:
+        assert self._eval_sums is not None
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum") if self.trainer.world_size > 1 else self._eval_sums
+        loss = (sums[0] / sums[2].clamp(min=1)).item()
+        metrics = {f"{split}/loss": loss, f"{split}/bpc": loss / LN2, f"{split}/acc": (sums[1] / sums[2].clamp(min=1)).item()}
+        self.log_dict(metrics, sync_dist=False, prog_bar=split == "val")
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._eval_end("val")
+        if self.trainer.sanity_checking:
+            return
+        self.best_val_bpc.fill_(min(self.best_val_bpc.item(), metrics["val/bpc"]))
+        self.log("val/bpc_best", self.best_val_bpc.item())
+        self._log_sample()
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def _log_sample(self) -> None:
+        """A few hundred generated characters in TensorBoard's TEXT tab, from a fixed seed."""
+        if self.sample_length <= 0 or self.logger is None or not hasattr(self.logger.experiment, "add_text"):
+            return
+        prompt = self.sample_prompt or self.vocab.chars[0]
+        text = prompt + "".join(generate(self.model, self.vocab, prompt, self.sample_length, temperature=0.8, seed=0))
+        # Markdown needs a code block to keep newlines and spaces of the generated text.
+        self.logger.experiment.add_text("samples", "```\n" + text + "\n```", self.global_step)
+
+    # --- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

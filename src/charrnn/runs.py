@@ -1,0 +1,94 @@
+"""The one place that opens a run directory or a checkpoint.
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``: a checkpoint passed around by
+someone else can hold tensors and plain values, never code that runs on load. Everything the
+project saves into a checkpoint (hyper-parameters, vocabulary, optimizer and loop state) is plain
+data, so nothing needs allow-listing.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from charrnn.data import Vocabulary
+from charrnn.errors import UserError
+from charrnn.model import CharRNN
+
+MODEL_PREFIX = "model."
+
+
+class CheckpointError(UserError):
+    """A path that is not a usable charrnn checkpoint."""
+
+
+@dataclass
+class LoadedRun:
+    """A model rebuilt from a checkpoint, with the vocabulary and config saved beside it."""
+
+    model: CharRNN
+    vocab: Vocabulary
+    checkpoint_path: Path
+    checkpoint: dict[str, Any]
+    config: DictConfig | None  # the run's resolved Hydra config, when the run dir has it
+
+    @property
+    def run_dir(self) -> Path | None:
+        parent = self.checkpoint_path.parent
+        return parent.parent if parent.name == "checkpoints" else None
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it is a file; for a run dir, its best checkpoint, else ``last.ckpt``."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{str(p)!r} does not exist; pass a run directory or a .ckpt file")
+    if p.is_file():
+        return p
+    ckpt_dir = p / "checkpoints"
+    best = sorted(ckpt_dir.glob("best-*.ckpt"))
+    if best:
+        return best[-1]
+    if (ckpt_dir / "last.ckpt").is_file():
+        return ckpt_dir / "last.ckpt"
+    raise CheckpointError(f"{str(p)!r} has no checkpoints/best-*.ckpt or checkpoints/last.ckpt; pass a run directory or a .ckpt file")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded without running any code from the file."""
+    p = Path(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise CheckpointError(f"refusing to load {str(p)!r}: it holds objects other than tensors and plain values ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{str(p)!r} is not a readable checkpoint (truncated or corrupted?): {str(e).strip().splitlines()[0][:160]}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{str(p)!r} is not a charrnn checkpoint (no state_dict and hyper_parameters)")
+    return ckpt
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run directory or a checkpoint file, weights loaded, in eval mode."""
+    ckpt_path = find_checkpoint(path)
+    ckpt = read_checkpoint(ckpt_path)
+    hparams = ckpt["hyper_parameters"]
+    try:
+        vocab = Vocabulary(list(hparams["vocab"]))
+        model = CharRNN(**hparams["model"])
+        state = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{str(ckpt_path)!r} does not hold a charrnn model this version can rebuild: {str(e).splitlines()[0][:160]}") from None
+    model.to(device).eval()
+    run = LoadedRun(model, vocab, ckpt_path, ckpt, None)
+    if run.run_dir is not None and (run.run_dir / ".hydra" / "config.yaml").is_file():
+        run.config = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")  # type: ignore[assignment]
+    return run

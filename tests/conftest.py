@@ -1,0 +1,58 @@
+"""Shared test helpers: a tiny corpus written by the test, and real subprocess runs of the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small, learnable text: a few short lines repeated with variation (about 6 kB).
+TINY_TEXT = "".join(f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n" for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40))
+
+# Overrides that make a real run finish in seconds on 2 cores.
+TINY_RUN = [
+    "model.hidden_size=16",
+    "data.seq_len=16",
+    "data.batch_size=4",
+    "trainer.max_steps=20",
+    "trainer.val_check_interval=10",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "sample.length=20",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+def run_cli(args: list[str], cwd: Path, script: str = "charrnn-train", timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one of the console scripts (from this interpreter's environment) as a user would."""
+    exe = Path(sys.executable).parent / script
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def only_run_dir(root: Path) -> Path:
+    """The single run directory a ``charrnn-train`` call made under ``root/outputs/runs``."""
+    runs = sorted(p for p in (root / "outputs" / "runs").glob("*/*") if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a TensorBoard log dir, read with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -1,0 +1,113 @@
+"""Real ``charrnn-train`` subprocesses on a tiny corpus the test writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from charrnn.data import CharDataModule, Vocabulary
+from charrnn.runs import load_run
+from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def train_tiny(tmp_path: Path, corpus: Path, *extra: str) -> Path:
+    proc = run_cli([f"data=text", f"data.path={corpus}", *TINY_RUN, *extra], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return only_run_dir(tmp_path)
+
+
+def test_train_writes_a_complete_run(tmp_path, corpus):
+    run = train_tiny(tmp_path, corpus)
+    for name in ("vocab.json", ".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    scalars = read_scalars(run / "tensorboard")
+    assert {"train/loss", "val/loss", "val/bpc", "val/acc", "test/loss", "test/bpc", "test/acc"} <= set(scalars)
+    assert [step for step, _ in scalars["val/bpc"]] == [9, 19]
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    best_step, best_bpc = min(scalars["val/bpc"], key=lambda sv: sv[1])
+    assert metrics["best_val_bpc"] == pytest.approx(best_bpc, rel=1e-6)
+
+    # The best checkpoint loads back (weights only) and gives the logged val loss on the val split.
+    loaded = load_run(run)
+    assert loaded.checkpoint_path.name.startswith("best-") and loaded.checkpoint["global_step"] == best_step + 1
+    assert loaded.vocab == Vocabulary.load(run / "vocab.json")
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    dm = CharDataModule(corpus="text", path=str(corpus), seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size)
+    dm.setup("fit")
+    total, count = 0.0, 0
+    state = None
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            x, y = dm.on_after_batch_transfer(batch, 0)
+            logits, state = loaded.model(x, state)
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum").item()
+            count += int((y != -100).sum())
+    val_loss = dict(scalars["val/loss"])[best_step]
+    assert total / count == pytest.approx(val_loss, rel=1e-5)
+
+    # The HPARAMS tab: the run's config registered with val/bpc as a metric.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    plugin = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugin and "_hparams_/experiment" in plugin
+    assert b"val/bpc" in plugin["_hparams_/experiment"] and b"model.hidden_size" in plugin["_hparams_/session_start_info"]
+
+
+def test_same_seed_gives_identical_logged_values(tmp_path, corpus):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = read_scalars(train_tiny(tmp_path / "a", corpus) / "tensorboard")
+    second = read_scalars(train_tiny(tmp_path / "b", corpus) / "tensorboard")
+    first.pop("epoch", None), second.pop("epoch", None)
+    assert first == second
+
+
+def test_resume_from_checkpoint(tmp_path, corpus):
+    run = train_tiny(tmp_path, corpus)
+    (tmp_path / "again").mkdir()
+    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=30", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], cwd=tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = only_run_dir(tmp_path / "again")
+    scalars = read_scalars(resumed / "tensorboard")
+    assert [step for step, _ in scalars["val/bpc"]] == [29]
+    assert json.loads((resumed / "metrics.json").read_text())["global_step"] == 30
+
+
+def test_seed_notebook_learns_ello(tmp_path):
+    proc = run_cli(["experiment=seed_notebook"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["test/acc"] == 1.0
+    assert metrics["global_step"] < 1000  # stopped because it learned, not because steps ran out
+    loaded = load_run(run)
+    logits, _ = loaded.model(loaded.vocab.encode("hell").unsqueeze(0))
+    assert loaded.vocab.decode(logits.argmax(-1)[0]) == "ello"
+    assert loaded.model.cell == "rnn" and loaded.model.hidden_size == 8 and loaded.vocab.chars == list("ehlo")
+
+
+def test_gpu_request_without_cuda_is_one_clear_error(tmp_path, corpus):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_cli(["data=text", f"data.path={corpus}", "trainer=gpu"], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "GPU" in lines[0] and "trainer=cpu" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_module_entry_point_runs_from_another_directory(tmp_path, corpus):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "charrnn.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "model: gru, lstm, rnn" in proc.stdout, proc.stdout + proc.stderr
