@@ -1,0 +1,21 @@
+# Each target sets everything up on first use (a .venv with charrnn installed), then runs.
+#   make train ARGS="model=gru trainer.max_steps=500"     any Hydra overrides
+#   make test                                              the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+
+.PHONY: train test clean
+
+$(VENV)/.installed: pyproject.toml scripts/setup_env.sh
+	PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV) test
+	touch $@
+
+train: $(VENV)/.installed
+	$(VENV)/bin/charrnn-train $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
