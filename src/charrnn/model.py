@@ -122,13 +122,20 @@ class CharRNN(nn.Module):
         wxh = torch.as_tensor(params["Wxh"], dtype=torch.float64)
         hidden_size, vocab_size = wxh.shape
         model = cls(vocab_size, hidden_size, num_layers=1, cell="rnn").double()
+        targets = {
+            "Wxh": model.rnn.weight_ih_l0,
+            "Whh": model.rnn.weight_hh_l0,
+            "bh": model.rnn.bias_ih_l0,
+            "Why": model.head.weight,
+            "by": model.head.bias,
+        }
         with torch.no_grad():
-            model.rnn.weight_ih_l0.copy_(wxh)
-            model.rnn.weight_hh_l0.copy_(torch.as_tensor(params["Whh"], dtype=torch.float64))
-            model.rnn.bias_ih_l0.copy_(torch.as_tensor(params["bh"], dtype=torch.float64).reshape(-1))
+            for key, param in targets.items():
+                value = torch.as_tensor(params[key], dtype=torch.float64)
+                if value.shape != param.shape:  # copy_ would broadcast a wrong shape silently
+                    raise ValueError(f"{key} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
+                param.copy_(value)
             model.rnn.bias_hh_l0.zero_()
-            model.head.weight.copy_(torch.as_tensor(params["Why"], dtype=torch.float64))
-            model.head.bias.copy_(torch.as_tensor(params["by"], dtype=torch.float64).reshape(-1))
         return model
 
     def to_reference(self) -> dict[str, Any]:
