@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from charrnn.data import IGNORE_INDEX, Vocabulary
+from charrnn.errors import UserError
 from charrnn.generate import generate
 from charrnn.model import CharRNN, Hidden
 
@@ -80,8 +81,23 @@ class CharRNNModule(L.LightningModule):
         if self.stateful:
             self._train_state = state
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            # Stop before the optimizer writes NaNs into the weights; the last checkpoint stays good.
+            raise UserError(
+                f"the training loss became {loss.item()} at step {self.global_step}; lower optim.lr or set trainer.gradient_clip_val, "
+                f"then resume from the last good checkpoint (checkpoints/last.ckpt) or start again"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout and random batching draw from torch's generator: a resumed run continues the
+        # same random stream as an uninterrupted one. A uint8 tensor: safe for weights_only loads.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     # --- evaluation over whole splits ---------------------------------------------------------
 

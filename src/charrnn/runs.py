@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from charrnn.data import Vocabulary
 from charrnn.errors import UserError
+from charrnn.files import atomic_write
 from charrnn.model import CharRNN
 
 MODEL_PREFIX = "model."
@@ -62,12 +64,17 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents, loaded without running any code from the file."""
-    p = Path(path)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} {'is a directory' if p.is_dir() else 'does not exist'}; pass the path of a .ckpt file")
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(f"{str(p)!r} is not a checkpoint (not a torch.save file, or truncated); pass a .ckpt written by charrnn-train")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise CheckpointError(f"refusing to load {str(p)!r}: it holds objects other than tensors and plain values ({first[:160]})") from None
+        # torch names the offending global on a line of its long message: show that line.
+        lines = [line.strip() for line in str(e).splitlines() if "global" in line.lower()] or ["unsafe content"]
+        raise CheckpointError(f"refusing to load {str(p)!r}: it holds objects other than tensors and plain values, which could run code ({lines[-1][:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{str(p)!r} is not a readable checkpoint (truncated or corrupted?): {str(e).strip().splitlines()[0][:160]}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
@@ -92,3 +99,18 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     if run.run_dir is not None and (run.run_dir / ".hydra" / "config.yaml").is_file():
         run.config = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")  # type: ignore[assignment]
     return run
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made safe both ways.
+
+    Saving writes a temporary file in the same directory and renames it over the target, so a
+    kill during the write never leaves a truncated file as the only copy. Loading (``ckpt_path=``
+    resume, ``trainer.test(ckpt_path=...)``) goes through :func:`read_checkpoint`: weights only.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)

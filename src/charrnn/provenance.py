@@ -1,0 +1,104 @@
+"""What a run was made from: corpus, code, library versions, device, seed, times -> ``run.json``.
+
+Written when the run starts (status ``running``) and again when it ends (``done`` or
+``failed``), so even a killed or failed run says what it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn.files import atomic_write
+
+PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "numpy", "tensorboard")
+
+
+def git_state(path: Path) -> dict[str, Any] | None:
+    """Commit and dirty flag of the git checkout holding ``path``, or None outside one."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def device_info(accelerator: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"accelerator": accelerator, "host": socket.gethostname(), "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def corpus_info(name: str, path: str | None, text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "path": str(Path(path).expanduser().resolve()) if path else None,
+        "chars": len(text),
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` atomically (temporary file + rename), so a kill never leaves half a file."""
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, default=str) + "\n").encode("utf-8")))
+
+
+class RunRecord:
+    """The ``run.json`` of one run, rewritten as the run goes."""
+
+    def __init__(self, out: Path, seed: int, accelerator: str, overrides: list[str]) -> None:
+        self.path = out / "run.json"
+        self.started = time.time()
+        # A resumed run keeps what its earlier attempts recorded.
+        earlier = [json.loads(self.path.read_text())] if self.path.is_file() else []
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "started": now(),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "overrides": overrides,
+            "seed": seed,
+            "git": git_state(Path(__file__).resolve().parent),
+            "versions": versions(),
+            "device": device_info(accelerator),
+        }
+        if earlier:
+            self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
+        write_json(self.path, self.data)
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        write_json(self.path, self.data)
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.update(status=status, ended=now(), wall_seconds=round(time.time() - self.started, 3), **fields)
