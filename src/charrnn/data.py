@@ -17,10 +17,7 @@ Two batchings:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
@@ -30,63 +27,12 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from charrnn.corpora import load_corpus
 from charrnn.errors import UserError
+from charrnn.vocab import Vocabulary
+
+__all__ = ["CharDataModule", "IGNORE_INDEX", "RandomWindows", "StreamWindows", "Vocabulary", "split_bounds"]
 
 IGNORE_INDEX = -100
 BATCHINGS = ("stateful", "random")
-
-
-class Vocabulary:
-    """The sorted unique characters of a text, and the maps between characters and indices."""
-
-    def __init__(self, chars: Sequence[str]) -> None:
-        self.chars: list[str] = list(chars)
-        if len(set(self.chars)) != len(self.chars) or any(len(c) != 1 for c in self.chars):
-            raise ValueError("a vocabulary is a list of distinct single characters")
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> "Vocabulary":
-        return cls(sorted(set(text)))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and other.chars == self.chars
-
-    def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} chars)"
-
-    def unknown(self, text: str) -> list[str]:
-        """The distinct characters of ``text`` that are not in this vocabulary, in order of appearance."""
-        return list(dict.fromkeys(c for c in text if c not in self.index))
-
-    def encode(self, text: str) -> Tensor:
-        """``text`` as an int64 tensor of indices; unknown characters raise one clear error."""
-        missing = self.unknown(text)
-        if missing:
-            shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise UserError(f"{len(missing)} character(s) are not in the model's vocabulary: {shown}; remove them or train on text that has them")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
-
-    def decode(self, indices: Sequence[int] | Tensor) -> str:
-        if isinstance(indices, Tensor):
-            indices = indices.tolist()
-        return "".join(self.chars[i] for i in indices)
-
-    def to_json(self) -> str:
-        return json.dumps({"chars": self.chars}, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
-        return cls(json.loads(text)["chars"])
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(self.to_json(), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Vocabulary":
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
@@ -100,11 +46,17 @@ def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
 
 
 class StreamWindows(Dataset):
-    """Item ``k`` is the ``k``-th window of every stream: ``(inputs, targets)``, each ``(streams, seq_len)``."""
+    """Item ``k`` is the ``k``-th window of every stream: ``(inputs, targets)``, each ``(streams, seq_len)``.
 
-    def __init__(self, tokens: Tensor, streams: int, seq_len: int) -> None:
+    Distributed (``world_size > 1``): the split is cut into ``streams * world_size`` streams and
+    rank ``r`` keeps rows ``r * streams .. (r + 1) * streams - 1``, so each rank reads its own
+    contiguous stretches in order (the carried hidden state stays valid), every rank has the same
+    number of windows, and the ranks together cover every target exactly once.
+    """
+
+    def __init__(self, tokens: Tensor, streams: int, seq_len: int, rank: int = 0, world_size: int = 1) -> None:
         n_targets = len(tokens) - 1
-        streams = max(1, min(streams, n_targets))
+        streams = max(1, min(streams * world_size, n_targets) // world_size) * world_size
         per_stream = math.ceil(n_targets / streams)
         self.windows = math.ceil(per_stream / seq_len)
         width = self.windows * seq_len
@@ -115,8 +67,9 @@ class StreamWindows(Dataset):
             lo, hi = b * per_stream, min((b + 1) * per_stream, n_targets)
             inputs[b * width : b * width + hi - lo] = tokens[lo:hi]
             targets[b * width : b * width + hi - lo] = tokens[lo + 1 : hi + 1]
-        self.inputs = inputs.view(streams, width)
-        self.targets = targets.view(streams, width)
+        rows = slice(rank * streams // world_size, (rank + 1) * streams // world_size)
+        self.inputs = inputs.view(streams, width)[rows]
+        self.targets = targets.view(streams, width)[rows]
         self.seq_len = seq_len
 
     def __len__(self) -> int:
@@ -206,21 +159,34 @@ class CharDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
+    def _ranks(self) -> tuple[int, int]:
+        """``(global_rank, world_size)`` of the attached trainer; ``(0, 1)`` without one."""
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
+    def _streams(self, split: str) -> DataLoader:
+        rank, world = self._ranks()
+        dataset = StreamWindows(self.splits[split], self.batch_size, self.seq_len, rank=rank, world_size=world)
+        return self._loader(dataset, batch_size=None, shuffle=False)
+
     def train_dataloader(self) -> DataLoader:
         tokens = self.splits["train"]
         if self.batching == "random":
+            rank, world = self._ranks()
             dataset = RandomWindows(tokens, self.seq_len)
-            # One epoch reads about as many characters as one stateful pass over the split.
-            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len))
-            sampler = RandomSampler(dataset, replacement=True, num_samples=batches * self.batch_size)
+            # One epoch reads about as many characters as one stateful pass over the split (all ranks together).
+            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
+            # Under DDP every rank has the same global seed: give each its own stream of offsets.
+            generator = torch.Generator().manual_seed(torch.initial_seed() + rank) if world > 1 else None
+            sampler = RandomSampler(dataset, replacement=True, num_samples=batches * self.batch_size, generator=generator)
             return self._loader(dataset, batch_size=self.batch_size, sampler=sampler)
-        return self._loader(StreamWindows(tokens, self.batch_size, self.seq_len), batch_size=None, shuffle=False)
+        return self._streams("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(StreamWindows(self.splits["val"], self.batch_size, self.seq_len), batch_size=None, shuffle=False)
+        return self._streams("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(StreamWindows(self.splits["test"], self.batch_size, self.seq_len), batch_size=None, shuffle=False)
+        return self._streams("test")
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         inputs, targets = batch

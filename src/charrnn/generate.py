@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from charrnn.data import Vocabulary
+from charrnn.vocab import Vocabulary
 from charrnn.errors import UserError
 from charrnn.model import CharRNN, Hidden
 

@@ -17,11 +17,11 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from charrnn.data import IGNORE_INDEX, Vocabulary
+from charrnn.evaluate import batch_sums, metrics_from_sums
 from charrnn.errors import UserError
 from charrnn.generate import generate
 from charrnn.model import CharRNN, Hidden
 
-LN2 = math.log(2.0)
 
 
 def detach_hidden(h: Hidden | None) -> Hidden | None:
@@ -90,6 +90,12 @@ class CharRNNModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Ending through should_stop (not by running out of steps) makes Lightning validate once
+        # more, so the final weights always get a full-split val/bpc and a checkpoint.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Dropout and random batching draw from torch's generator: a resumed run continues the
         # same random stream as an uninterrupted one. A uint8 tensor: safe for weights_only loads.
@@ -108,18 +114,14 @@ class CharRNNModule(L.LightningModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
         inputs, targets = batch
         logits, self._eval_state = self.model(inputs, self._eval_state)
-        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
-        mask = flat_targets != IGNORE_INDEX
-        loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        correct = ((flat_logits.argmax(-1) == flat_targets) & mask).sum()
         assert self._eval_sums is not None
-        self._eval_sums += torch.stack([loss_sum.double(), correct.double(), mask.sum().double()])
+        self._eval_sums += batch_sums(logits, targets)
 
     def _eval_end(self, split: str) -> dict[str, float]:
         assert self._eval_sums is not None
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum") if self.trainer.world_size > 1 else self._eval_sums
-        loss = (sums[0] / sums[2].clamp(min=1)).item()
-        metrics = {f"{split}/loss": loss, f"{split}/bpc": loss / LN2, f"{split}/acc": (sums[1] / sums[2].clamp(min=1)).item()}
+        found = metrics_from_sums(sums)
+        metrics = {f"{split}/{name}": found[name] for name in ("loss", "bpc", "acc")}
         self.log_dict(metrics, sync_dist=False, prog_bar=split == "val")
         return metrics
 
@@ -161,6 +163,6 @@ class CharRNNModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf when only max_time bounds the run
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from charrnn.data import Vocabulary
+from charrnn.vocab import Vocabulary
 from charrnn.errors import UserError
-from charrnn.files import atomic_write
 from charrnn.model import CharRNN
 
 MODEL_PREFIX = "model."
@@ -99,18 +97,3 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     if run.run_dir is not None and (run.run_dir / ".hydra" / "config.yaml").is_file():
         run.config = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")  # type: ignore[assignment]
     return run
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, made safe both ways.
-
-    Saving writes a temporary file in the same directory and renames it over the target, so a
-    kill during the write never leaves a truncated file as the only copy. Loading (``ckpt_path=``
-    resume, ``trainer.test(ckpt_path=...)``) goes through :func:`read_checkpoint`: weights only.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return read_checkpoint(path)

@@ -1,0 +1,140 @@
+"""``charrnn-eval``: loss, bits per char, perplexity and accuracy of a trained run.
+
+    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu] [--json]
+
+A split is rebuilt from the run's saved Hydra config (the same corpus, vocabulary and cut as in
+training), so ``split=val`` on the best checkpoint reproduces the logged best ``val/bpc``. A file
+is scored with the run's vocabulary. Both are read statefully over the whole text
+(:func:`charrnn.evaluate.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from charrnn.errors import UserError
+from charrnn.sample import as_int, as_str, check_device, check_path, parse_kv, run_cli
+
+USAGE = """\
+usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu] [--json]
+
+Score a trained charrnn run on a split of its corpus or on any text file: loss (nats/char),
+bits per char, perplexity and accuracy over the whole text, reading it statefully as validation
+does (batch_size parallel streams, windows of seq_len, hidden state carried, starting from zero).
+
+  RUN_DIR_OR_CKPT  a run directory (its best checkpoint, else last.ckpt) or a .ckpt file
+  split=NAME       val (default), test or train: rebuilt from the run's saved config
+  path=FILE        a text file instead of a split (the only choice for a .ckpt outside a run dir)
+  batch_size=N     parallel streams (default: the run's data.batch_size, else 32)
+  seq_len=N        window length (default: the run's data.seq_len, else 64)
+  device=D         cpu (default), cuda or cuda:N
+  --json           print only one JSON line instead of the table and the JSON line
+
+examples:
+  charrnn-eval outputs/runs/2026-11-25/13-30-17_f58a6a split=test
+  charrnn-eval run/checkpoints/last.ckpt path=other.txt --json
+"""
+
+SPLITS = ("val", "test", "train")
+SPEC: dict[str, Callable[[str, str], Any]] = {"split": as_str, "path": as_str, "batch_size": as_int, "seq_len": as_int, "device": as_str}
+
+
+def split_tokens(run: Any, split: str) -> tuple[Any, bool]:
+    """The tokens of ``split`` rebuilt from the run's config, and whether training fed one-hot inputs."""
+    import hydra
+    import hydra.errors
+    from omegaconf import OmegaConf
+
+    if run.config is None:
+        raise UserError(
+            f"{str(run.checkpoint_path)!r} is not inside a run directory with .hydra/config.yaml, so its splits are unknown; "
+            f"pass path=FILE to score a text file"
+        )
+    data_cfg = run.config.data.copy()
+    if data_cfg.get("path") and not Path(data_cfg.path).expanduser().is_absolute() and not Path(data_cfg.path).exists():
+        # Relative to the directory training ran in (Hydra records it), not to ours.
+        hydra_yaml = run.run_dir / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            cwd = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None)
+            if cwd and (Path(cwd) / data_cfg.path).exists():
+                data_cfg.path = str(Path(cwd) / data_cfg.path)
+    try:
+        datamodule = hydra.utils.instantiate(data_cfg)
+    except hydra.errors.InstantiationException as e:
+        raise UserError(f"cannot rebuild the run's data from its config: {e.__cause__ or e}") from None
+    datamodule.setup("validate")
+    if datamodule.vocab != run.vocab:
+        extra, missing = sorted(set(datamodule.vocab.chars) - set(run.vocab.chars)), sorted(set(run.vocab.chars) - set(datamodule.vocab.chars))
+        raise UserError(
+            f"the corpus the run's config names now has a different vocabulary than the checkpoint "
+            f"({len(datamodule.vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
+            f"so its splits are not the ones the model was trained on; pass path=FILE to score a text file"
+        )
+    return datamodule.splits[split], bool(datamodule.one_hot)
+
+
+def evaluate_run(args: list[str]) -> int:
+    """Parse, load, pick the tokens, score them, print the table and/or the JSON line."""
+    json_only = "--json" in args
+    path, opts = parse_kv([a for a in args if a != "--json"], SPEC, USAGE)
+    if "split" in opts and "path" in opts:
+        raise UserError("pass either split=... or path=..., not both")
+    split = opts.get("split", "val")
+    if split not in SPLITS:
+        raise UserError(f"unknown split={split!r}; choose val, test or train (or path=FILE)")
+    for key in ("batch_size", "seq_len"):
+        if key in opts and opts[key] < 1:
+            raise UserError(f"{key} must be at least 1, got {opts[key]}")
+    check_path(path)
+    if "path" in opts:
+        check_path(opts["path"])
+    device = opts.get("device", "cpu")
+    check_device(device)
+
+    from charrnn.corpora import read_text_file
+    from charrnn.evaluate import evaluate
+    from charrnn.runs import load_run
+
+    run = load_run(path, device=device)
+    data_cfg = run.config.data if run.config is not None else {}
+    batch_size = opts.get("batch_size", data_cfg.get("batch_size", 32))
+    seq_len = opts.get("seq_len", data_cfg.get("seq_len", 64))
+    if "path" in opts:
+        text = read_text_file(opts["path"])
+        if run.vocab.unknown(text):
+            run.vocab.encode(text)  # raises the error that names the characters
+        tokens, one_hot, source = run.vocab.encode(text), bool(data_cfg.get("one_hot", True)), opts["path"]
+    else:
+        tokens, one_hot = split_tokens(run, split)
+        source = f"split={split}"
+    if len(tokens) < 2:
+        raise UserError(f"{source} holds {len(tokens)} character(s); scoring needs at least 2")
+    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
+    record = {
+        "checkpoint": str(run.checkpoint_path),
+        "source": source,
+        **metrics,
+        "batch_size": int(batch_size),
+        "seq_len": int(seq_len),
+    }
+    if not json_only:
+        print(f"checkpoint   {record['checkpoint']}")
+        print(f"text         {source}: {metrics['chars']:,} characters scored, batch_size={batch_size} seq_len={seq_len}, state carried")
+        print(f"loss         {metrics['loss']:.6f} nats/char")
+        print(f"bpc          {metrics['bpc']:.6f} bits/char")
+        print(f"perplexity   {metrics['perplexity']:.4f}")
+        print(f"accuracy     {metrics['acc']:.4%}")
+    print(json.dumps(record))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``charrnn-eval``."""
+    return run_cli("charrnn-eval", USAGE, evaluate_run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Bad input, crashes and untrusted checkpoints, through the real ``charrnn-train``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.errors import UserError
+from charrnn.checkpoint_io import SafeCheckpointIO
+from charrnn.runs import load_run, read_checkpoint
+from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``: proof that nothing was touched."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_evil_checkpoint(path: Path, marker: Path) -> None:
+    """A checkpoint whose pickle runs ``touch marker`` when unpickled by a trusting loader."""
+    code = (
+        "import os, sys, torch\n"
+        "class Evil:\n"
+        "    def __reduce__(self):\n"
+        f"        return (os.system, ('touch {marker}',))\n"
+        f"torch.save({{'state_dict': {{}}, 'hyper_parameters': {{'vocab': 'ab'}}, 'evil': Evil()}}, {str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """One finished tiny run, plus the bad files the cases below point at."""
+    root = tmp_path_factory.mktemp("reliability")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN], cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = {"root": root, "corpus": corpus, "run": only_run_dir(root)}
+    (root / "empty.txt").write_text("")
+    (root / "binary.txt").write_bytes(b"text\x00\x01\x02more")
+    (root / "latin1.txt").write_bytes("caf\u00e9 ol\u00e9 ".encode("latin-1") * 300)
+    (root / "short.txt").write_text("just a few words")
+    (root / "adir").mkdir()
+    (root / "notackpt.ckpt").write_text("hello")
+    last = (files["run"] / "checkpoints" / "last.ckpt").read_bytes()
+    (root / "truncated.ckpt").write_bytes(last[: len(last) // 2])
+    write_evil_checkpoint(root / "evil.ckpt", root / "PWNED")
+    return files
+
+
+def data(path: str) -> list[str]:
+    return ["data=text", f"data.path={path}"]
+
+
+# (case name, overrides relative to the workspace, words the one-line message must hold)
+BAD_INPUTS = [
+    ("missing corpus", data("nope.txt"), ["does not exist"]),
+    ("directory as corpus", data("adir"), ["is a directory"]),
+    ("empty corpus", data("empty.txt"), ["is empty"]),
+    ("corpus too short", data("short.txt"), ["split", "seq_len"]),
+    ("not utf-8", data("latin1.txt"), ["not valid utf-8", "byte offset 3", "data.encoding"]),
+    ("binary file", data("binary.txt"), ["NUL byte", "binary"]),
+    ("hidden_size < 1", ["model.hidden_size=0"], ["model.hidden_size", "at least 1"]),
+    ("num_layers < 1", ["model.num_layers=0"], ["model.num_layers"]),
+    ("seq_len < 1", ["data.seq_len=0"], ["data.seq_len"]),
+    ("batch_size < 1", ["data.batch_size=-3"], ["data.batch_size"]),
+    ("lr <= 0", ["optim.lr=0"], ["optim.lr", "greater than 0"]),
+    ("dropout >= 1", ["model.dropout=1.0"], ["model.dropout", "[0, 1)"]),
+    ("dropout < 0", ["model.dropout=-0.1"], ["model.dropout"]),
+    ("empty val split", ["data.split=[1.0,0.0,0.0]"], ["data.split", "empty"]),
+    ("max_steps nonsense", ["trainer.max_steps=0"], ["trainer.max_steps"]),
+    ("max_epochs nonsense", ["trainer.max_epochs=-5"], ["trainer.max_epochs"]),
+    ("no end", ["trainer.max_steps=-1", "trainer.max_epochs=-1"], ["no end"]),
+    ("unknown cell", ["model.cell=transformer"], ["model.cell", "lstm"]),
+    ("not a number", ["data.seq_len=abc"], ["data.seq_len", "whole number"]),
+    ("gpu without cuda", ["trainer=gpu"], ["GPU", "trainer=cpu"]),
+    ("gpu devices", ["trainer=gpu", "trainer.devices=4"], ["4 CUDA GPU"]),
+    ("truncated checkpoint", ["ckpt_path=truncated.ckpt"], ["not a checkpoint"]),
+    ("not a checkpoint", ["ckpt_path=notackpt.ckpt"], ["not a checkpoint"]),
+    ("missing checkpoint", ["ckpt_path=nothere.ckpt"], ["does not exist"]),
+    ("unsafe checkpoint", ["ckpt_path=evil.ckpt"], ["refusing to load", "could run code"]),
+    ("vocab mismatch", ["RUN_LAST", "data=hello"], ["vocabulary"]),
+    ("model mismatch", ["RUN_LAST", "model.hidden_size=32"], ["different model", "hidden_size"]),
+    ("resume a non-run", ["resume=adir"], ["not a run directory"]),
+]
+
+
+@pytest.mark.parametrize("name,overrides,words", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words):
+    root, run = workspace["root"], workspace["run"]
+    before = snapshot(run)
+    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o for o in overrides]
+    if not any(a.startswith("data=") for a in args):
+        args = data(str(workspace["corpus"])) + args
+    proc = run_cli([*TINY_RUN, *args], cwd=root)
+    if name.startswith("gpu") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr[-2000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout  # no training work began
+    assert snapshot(run) == before
+    assert not (root / "PWNED").exists()
+
+
+def test_misspelt_key_is_refused_by_hydra(workspace):
+    proc = run_cli(["model.hiden_size=3"], cwd=workspace["root"])
+    assert proc.returncode != 0 and "hiden_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unsafe_checkpoint_is_never_unpickled(workspace):
+    root = workspace["root"]
+    with pytest.raises(UserError, match="refusing"):
+        read_checkpoint(root / "evil.ckpt")
+    with pytest.raises(UserError, match="refusing"):
+        SafeCheckpointIO().load_checkpoint(root / "evil.ckpt")
+    assert not (root / "PWNED").exists()
+
+
+def test_diverging_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, corpus):
+    args = [
+        "data=text", f"data.path={corpus}", "model=rnn", "model.hidden_size=16", "trainer.max_steps=60",
+        "trainer.val_check_interval=2", "optim=sgd", "optim.momentum=0", "optim.lr=1e35", "scheduler=cosine",
+        "scheduler.warmup_steps=20", "trainer.gradient_clip_val=null", "trainer.enable_progress_bar=false",
+    ]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert "training loss became" in lines[-1] and " at step " in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    run = only_run_dir(tmp_path)
+    last = load_run(run / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(p).all() for p in last.model.parameters())
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "last.ckpt"
+    io = SafeCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "hyper_parameters": {}}, path)
+    good = path.read_bytes()
+
+    class Boom(dict):
+        def __reduce_ex__(self, protocol):
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": Boom()}, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_runs_started_together_get_their_own_directories(tmp_path, corpus):
+    args = ["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=2"]
+    exe = Path(sys.executable).parent / "charrnn-train"
+    procs = [subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)
+
+
+def test_run_records_its_provenance(workspace):
+    run = workspace["run"]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "done" and record["seed"] == 1234
+    assert record["corpus"]["sha256"] == hashlib.sha256(TINY_TEXT.encode()).hexdigest()
+    assert record["corpus"]["chars"] == len(TINY_TEXT) and record["vocab"] == "".join(sorted(set(TINY_TEXT)))
+    assert {"python", "torch", "lightning", "hydra-core", "numpy"} <= set(record["versions"])
+    assert record["device"]["accelerator"] == "cpu" and record["wall_seconds"] > 0
+    assert record["started"] <= record["ended"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"best_val_bpc", "final", "test", "global_step"} <= set(metrics)
+
+
+# --- SIGKILL, then resume=<run dir> -----------------------------------------------------------
+
+EPOCH_RUN = [
+    "model.hidden_size=16", "data.seq_len=16", "data.batch_size=8", "trainer.max_steps=-1", "trainer.max_epochs=5",
+    "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+    "sample.length=10", "model.dropout=0.1", "model.num_layers=2",
+]
+
+
+def final_metrics(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: metrics[k] for k in ("best_val_bpc", "final", "test", "global_step", "epochs")}
+
+
+def test_killed_run_resumes_to_identical_metrics(tmp_path, corpus):
+    args = ["data=text", f"data.path={corpus}", *EPOCH_RUN]
+    (tmp_path / "straight").mkdir()
+    proc = run_cli(args, cwd=tmp_path / "straight")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = final_metrics(only_run_dir(tmp_path / "straight"))
+
+    exe = Path(sys.executable).parent / "charrnn-train"
+    rng = random.Random()
+    tried = 0
+    for point in range(3):
+        cwd = tmp_path / f"kill{point}"
+        cwd.mkdir()
+        child = subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        deadline = time.time() + 300
+        while not list(cwd.glob("outputs/runs/*/*/checkpoints/last.ckpt")) and child.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))  # a random moment after the first epoch's checkpoint
+        run = only_run_dir(cwd)
+        if child.poll() is not None:
+            continue  # finished before the kill: not a kill point
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert not (run / "metrics.json").exists()
+        tried += 1
+        resumed = run_cli([f"resume={run}"], cwd=cwd)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert only_run_dir(cwd) == run
+        assert final_metrics(run) == expected, f"kill point {point}"
+        assert json.loads((run / "run.json").read_text())["earlier_attempts"][0]["status"] == "running"
+    assert tried >= 1, "every run finished before it could be killed"
