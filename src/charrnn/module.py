@@ -122,7 +122,9 @@ class CharRNNModule(L.LightningModule):
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum") if self.trainer.world_size > 1 else self._eval_sums
         found = metrics_from_sums(sums)
         metrics = {f"{split}/{name}": found[name] for name in ("loss", "bpc", "acc")}
-        self.log_dict(metrics, sync_dist=False, prog_bar=split == "val")
+        # The sums were already reduced across ranks, so every rank holds the same whole-split values
+        # (and every rank's checkpoint callback sees them); averaging identical values changes nothing.
+        self.log_dict(metrics, prog_bar=split == "val", sync_dist=True)
         return metrics
 
     def on_validation_epoch_start(self) -> None:
@@ -136,7 +138,7 @@ class CharRNNModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.best_val_bpc.fill_(min(self.best_val_bpc.item(), metrics["val/bpc"]))
-        self.log("val/bpc_best", self.best_val_bpc.item())
+        self.log("val/bpc_best", self.best_val_bpc.item(), sync_dist=True)
         self._log_sample()
 
     def on_test_epoch_start(self) -> None:

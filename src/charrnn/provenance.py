@@ -78,6 +78,9 @@ class RunRecord:
     """The ``run.json`` of one run, rewritten as the run goes."""
 
     def __init__(self, out: Path, seed: int, accelerator: str, overrides: list[str]) -> None:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        self.enabled = rank_zero_only.rank == 0  # under DDP one process (rank 0) keeps the record
         self.path = out / "run.json"
         self.started = time.time()
         # A resumed run keeps what its earlier attempts recorded.
@@ -94,11 +97,12 @@ class RunRecord:
         }
         if earlier:
             self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
-        write_json(self.path, self.data)
+        self.update()
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        write_json(self.path, self.data)
+        if self.enabled:
+            write_json(self.path, self.data)
 
     def finish(self, status: str, **fields: Any) -> None:
         self.update(status=status, ended=now(), wall_seconds=round(time.time() - self.started, 3), **fields)

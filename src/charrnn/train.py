@@ -6,6 +6,7 @@ LightningModule -> Trainer (loggers, callbacks) -> fit -> test on the best check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -35,6 +36,18 @@ from charrnn.runs import read_checkpoint
 # A short random suffix for run directories, so two runs started in the same second never share
 # one. Cached: every use within one config resolves to the same value.
 OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+
+
+def job_dirname(num: Any, overrides: Any, limit: int = 200) -> str:
+    """``<num>_<overrides>`` for a sweep job's dir, shortened with a hash to stay a legal file name."""
+    name, overrides = f"{num}_{overrides}", str(overrides)
+    if len(name.encode()) <= limit:
+        return name
+    head = overrides.encode()[: limit - 20].decode(errors="ignore")
+    return f"{num}_{head}~{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 # resume=<run dir> continues that run in place; its own .hydra/ (the original config) is kept and
 # the resuming call's config goes to .hydra/resume-<id>/. A path that is no run dir gets a new
 # dir (nothing is written into it) and train() reports the mistake.
