@@ -69,7 +69,7 @@ def compose(overrides: list[str]) -> Any:
     """The project's own composed config (conf/train.yaml + overrides), as charrnn-train sees it."""
     from hydra import compose as hydra_compose, initialize_config_module
 
-    import charrnn.train  # noqa: F401  (registers the run_id resolver)
+    import charrnn.rundirs  # noqa: F401  (registers the run-dir resolvers)
 
     with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)

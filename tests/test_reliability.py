@@ -119,9 +119,21 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words):
     assert not (root / "PWNED").exists()
 
 
-def test_misspelt_key_is_refused_by_hydra(workspace):
-    proc = run_cli(["model.hiden_size=3"], cwd=workspace["root"])
-    assert proc.returncode != 0 and "hiden_size" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("override,words", [("model.hiden_size=3", ["model.hiden_size", "not in struct"]), ("model=grux", ["model/grux", "gru, lstm, rnn"])])
+def test_hydra_config_errors_are_one_line(workspace, override, words):
+    proc = run_cli([override], cwd=workspace["root"])
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr
+    assert all(w in lines[0] for w in words) and "HYDRA_FULL_ERROR" not in lines[0]
+
+
+@pytest.mark.parametrize("script,args", [("charrnn-sample", ["length=5"]), ("charrnn-eval", ["split=val"])])
+def test_sample_and_eval_refuse_an_unsafe_checkpoint(workspace, script, args):
+    root = workspace["root"]
+    proc = run_cli([str(root / "evil.ckpt"), *args], cwd=root, script=script)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "refusing to load" in lines[0], proc.stderr[-2000:]
+    assert not (root / "PWNED").exists()
 
 
 def test_unsafe_checkpoint_is_never_unpickled(workspace):

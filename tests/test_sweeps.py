@@ -90,7 +90,7 @@ def test_stream_windows_ranks_split_the_streams_of_one_global_batch():
 
 
 def test_trainer_processes_counts_ddp_ranks():
-    from charrnn.train import trainer_processes
+    from charrnn.launch import trainer_processes
 
     cfg = OmegaConf.create
     assert trainer_processes(cfg({"accelerator": "cpu", "devices": 2})) == 2
@@ -104,7 +104,7 @@ def test_launcher_search_and_trainer_configs_compose(tmp_path):
     import hydra
     from hydra import compose, initialize_config_module
 
-    import charrnn.train  # noqa: F401  (the run_id resolver)
+    import charrnn.rundirs  # noqa: F401  (the run-dir resolvers)
 
     def composed(*overrides: str):
         with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):

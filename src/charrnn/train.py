@@ -6,11 +6,8 @@ LightningModule -> Trainer (loggers, callbacks) -> fit -> test on the best check
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -18,45 +15,22 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from charrnn.checkpoint_io import SafeCheckpointIO
 from charrnn.checks import check_config
 from charrnn.errors import UserError
 from charrnn.generate import generate
+from charrnn.launch import JobFailed, SweepRefused, check_devices, check_sweep_job, launcher_target, share_machine
 from charrnn.module import CharRNNModule
 from charrnn.provenance import RunRecord, corpus_info, write_json
-from charrnn.checkpoint_io import SafeCheckpointIO
+from charrnn.resume import check_resume_matches, resume_config
+from charrnn import rundirs  # noqa: F401  (registers the resolvers conf/hydra/default.yaml uses)
 from charrnn.runs import read_checkpoint
-
-# A short random suffix for run directories, so two runs started in the same second never share
-# one. Cached: every use within one config resolves to the same value.
-OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
-
-
-def job_dirname(num: Any, overrides: Any, limit: int = 200) -> str:
-    """``<num>_<overrides>`` for a sweep job's dir, shortened with a hash to stay a legal file name."""
-    name, overrides = f"{num}_{overrides}", str(overrides)
-    if len(name.encode()) <= limit:
-        return name
-    head = overrides.encode()[: limit - 20].decode(errors="ignore")
-    return f"{num}_{head}~{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
-
-
-OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-# resume=<run dir> continues that run in place; its own .hydra/ (the original config) is kept and
-# the resuming call's config goes to .hydra/resume-<id>/. A path that is no run dir gets a new
-# dir (nothing is written into it) and train() reports the mistake.
-def _resumable(resume: Any) -> bool:
-    return bool(resume) and (Path(str(resume)) / ".hydra" / "config.yaml").is_file()
-
-
-OmegaConf.register_new_resolver("run_dir", lambda resume, new: str(resume) if _resumable(resume) else new, replace=True)
-OmegaConf.register_new_resolver("config_subdir", lambda resume, rid: f".hydra/resume-{rid}" if _resumable(resume) else ".hydra", replace=True)
 
 HPARAM_METRICS = ("val/bpc", "val/bpc_best")
 
@@ -69,92 +43,6 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(e.__cause__, ValueError):
             raise UserError(str(e.__cause__)) from None
         raise
-
-
-def check_devices(trainer_cfg: DictConfig) -> None:
-    """Refuse, before any work, a GPU request this machine cannot serve."""
-    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda"):
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        devices = trainer_cfg.get("devices", 1)
-        wanted = devices if isinstance(devices, int) and devices > 0 else 1
-        if available < wanted:
-            raise UserError(
-                f"trainer.accelerator={accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
-                f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
-            )
-
-
-def trainer_processes(trainer_cfg: DictConfig) -> int:
-    """How many processes per node the trainer config starts (Lightning launches one per device)."""
-    devices, accelerator = trainer_cfg.get("devices", 1), str(trainer_cfg.get("accelerator", "cpu"))
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        return len(devices)
-    text = str(devices).strip()
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()])
-    if text in ("-1", "auto"):
-        if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-            return torch.cuda.device_count()
-        return (os.cpu_count() or 1) if text == "-1" and accelerator == "cpu" else 1
-    return int(text) if text.lstrip("-").isdigit() else 1
-
-
-def launcher_target() -> str:
-    """The Hydra launcher of this job (``...BasicLauncher``, ``...JoblibLauncher``, ...); "" outside multirun."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return ""
-    return str(HydraConfig.get().launcher.get("_target_", ""))
-
-
-class SweepRefused(UserError):
-    """A sweep that cannot run as asked at all: refused as a whole at its first job."""
-
-
-class JobFailed(CompactHydraException):
-    """A sweep job's user error, re-raised so the launcher records the job as failed and goes on;
-    Hydra prints a compact exception as its one message, not a traceback."""
-
-
-def check_sweep_job(cfg: DictConfig) -> None:
-    """Refuse a multi-process (DDP) trainer inside a sweep that Lightning would break, before any work.
-
-    Lightning's script launcher starts ranks 1.. by re-running this command line, which for
-    ``-m`` is the whole sweep again, in new directories (hydra#2070); SLURM (hydra/launcher=slurm)
-    starts the ranks itself, so that is the one launcher where sweep jobs may use several devices.
-    """
-    target = launcher_target()
-    processes = trainer_processes(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)
-    if target and processes > 1 and not target.endswith("SlurmLauncher"):
-        raise SweepRefused(
-            f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
-            f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
-            f"(one SLURM task per device)"
-        )
-    if processes > 1 and cfg.data.get("batching") == "stateful" and cfg.trainer.get("use_distributed_sampler", True):
-        raise UserError(
-            "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
-            "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
-        )
-
-
-def share_machine(cfg: DictConfig) -> None:
-    """A sweep job running beside others on this machine takes its share of the cores.
-
-    Joblib: ``cores // n_jobs`` torch threads each, and DataLoader workers off (loky's workers
-    cannot fork them reliably). Submitit: ``cpus_per_task`` threads when it is set.
-    """
-    target, launcher = launcher_target(), HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if "joblib" in target.lower():
-        n_jobs = int(launcher.get("n_jobs") or 1)
-        parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
-        torch.set_num_threads(max(1, cores // parallel))
-        if int(cfg.data.get("num_workers", 0)) > 0:
-            print(f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib launcher", file=sys.stderr)
-            cfg.data.num_workers = 0
-    elif "submitit" in target.lower() and launcher.get("cpus_per_task"):
-        torch.set_num_threads(int(launcher.cpus_per_task))
 
 
 def record_failure(cfg: DictConfig, message: str) -> None:
@@ -194,52 +82,6 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
             writer = logger.experiment._get_file_writer()
             for summary in hparams(flat_config(cfg), {name: 0.0 for name in HPARAM_METRICS}):
                 writer.add_summary(summary)
-
-
-def resume_config(cfg: DictConfig) -> DictConfig:
-    """``resume=<run dir>``: that run's saved config, continued in place from its ``last.ckpt``.
-
-    ``key=value`` overrides given with ``resume=`` (e.g. a larger ``trainer.max_steps``) still apply.
-    """
-    run = Path(str(cfg.resume)).expanduser()
-    saved, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
-    if not saved.is_file() or not last.is_file():
-        raise UserError(f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory")
-    resumed = OmegaConf.load(saved)
-    limits = OmegaConf.masked_copy(resumed.trainer, ["max_steps", "max_epochs", "max_time"])
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.partition("=")
-        if key.lstrip("+~") in ("resume", "output_dir") or "/" in key:
-            continue
-        if "." not in key and OmegaConf.select(resumed, key) is not None and isinstance(OmegaConf.select(resumed, key), DictConfig):
-            raise UserError(f"'{override}' switches a config group, which a resumed run cannot do; override single values such as trainer.max_steps=N")
-        OmegaConf.update(resumed, key.lstrip("+"), yaml_value(value), force_add=True)
-    record = run / "run.json"
-    if record.is_file() and json.loads(record.read_text()).get("status") == "done" and limits == OmegaConf.masked_copy(resumed.trainer, list(limits)):
-        raise UserError(f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / max_epochs / max_time with resume=")
-    resumed.output_dir = cfg.output_dir
-    resumed.ckpt_path = str(last)
-    resumed.resume = None
-    return resumed
-
-
-def yaml_value(text: str) -> Any:
-    return OmegaConf.create({"v": text}).v if text == "" else OmegaConf.create(f"v: {text}").v
-
-
-def check_resume_matches(ckpt: dict[str, Any], vocab_chars: list[str], model_config: dict[str, Any], path: str) -> None:
-    """A checkpoint only resumes a run whose data and model have its vocabulary and shapes."""
-    hparams = ckpt["hyper_parameters"]
-    if list(hparams.get("vocab", "")) != vocab_chars:
-        raise UserError(
-            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} characters, but this run's data has "
-            f"{len(vocab_chars)} different ones; resume with the data config the checkpoint was trained on"
-        )
-    saved = hparams.get("model", {})
-    differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
-    if differing:
-        shown = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing)
-        raise UserError(f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with")
 
 
 def train(cfg: DictConfig) -> float:
@@ -334,6 +176,7 @@ def main(cfg: DictConfig) -> float:
     In a sweep (-m) a failed job is recorded in its ``error.txt`` and re-raised, so the launcher
     goes on with the other jobs and Hydra exits non-zero at the end.
     """
+    _HeldStderr.release()  # the job started: from here on stderr passes straight through
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_devices(cfg.trainer)  # first: a missing GPU is the root cause of any other device complaint
@@ -359,5 +202,66 @@ def main(cfg: DictConfig) -> float:
         raise
 
 
+class _HeldStderr:
+    """stderr that holds what is written until a job starts.
+
+    Hydra reports its own config errors (a misspelt key, an unknown option) in several lines
+    before any job runs; :func:`cli` turns those into the one-sentence form of every other error.
+    """
+
+    active: "_HeldStderr | None" = None
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.held = real, []
+
+    def write(self, text: str) -> int:
+        self.held.append(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    @classmethod
+    def release(cls) -> None:
+        held, cls.active = cls.active, None
+        if held is not None:
+            sys.stderr = held.real
+            held.real.write("".join(held.held))
+
+
+def one_line(hydra_error: str) -> str:
+    """Hydra's multi-line config error as one line, without its search-path and traceback hints."""
+    kept: list[str] = []
+    for raw in hydra_error.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("Set the environment variable HYDRA_FULL_ERROR", "Config search path", "provider=", "full_key:", "object_type=")):
+            continue
+        if raw.startswith("\t") and kept and kept[-1].startswith("Available options"):
+            kept[-1] += (" " if kept[-1].endswith(":") else ", ") + line
+        else:
+            kept.append(line)
+    return " ".join(kept)
+
+
+def cli() -> None:
+    """``charrnn-train``: :func:`main`, with Hydra's own config errors condensed to one line (exit 2)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    held = _HeldStderr.active = _HeldStderr(sys.stderr)
+    sys.stderr = held  # type: ignore[assignment]
+    try:
+        main()
+    except SystemExit as e:
+        if _HeldStderr.active is held and e.code not in (0, None):  # failed before any job started
+            _HeldStderr.active, sys.stderr = None, held.real
+            hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
+            print(f"charrnn-train: error: {one_line(''.join(held.held))}; {hint}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    finally:
+        _HeldStderr.release()
+
+
 if __name__ == "__main__":
-    main()
+    cli()
