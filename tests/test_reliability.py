@@ -245,3 +245,19 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path, corpus):
         assert final_metrics(run) == expected, f"kill point {point}"
         assert json.loads((run / "run.json").read_text())["earlier_attempts"][0]["status"] == "running"
     assert tried >= 1, "every run finished before it could be killed"
+    print(f"\nkill points: {tried} tried, {tried} resumed to metrics identical to the uninterrupted run")
+
+
+def test_kill_after_the_last_checkpoint_resumes_to_identical_metrics(tmp_path, corpus):
+    """Killed between the final checkpoint and metrics.json: the resumed run has nothing left to
+    train, and still reports what the uninterrupted run did."""
+    proc = run_cli(["data=text", f"data.path={corpus}", *EPOCH_RUN], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = only_run_dir(tmp_path)
+    expected = final_metrics(run)
+    (run / "metrics.json").unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    resumed = run_cli([f"resume={run}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert final_metrics(run) == expected

@@ -138,6 +138,10 @@ def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, resume_from: dic
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.time() - fit_started
     final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if not final_val and cfg.get("ckpt_path"):
+        # Resumed from a checkpoint taken at the very end (killed before the test): fit had nothing
+        # left to do, so validate the final weights here for the same figures an unbroken run reports.
+        final_val = {k: float(v) for k, v in (trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0].items()}
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
