@@ -125,13 +125,9 @@ def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, resume_from: dic
         sample_prompt=cfg.sample.prompt,
     )
 
-    trainer_cfg = cfg.trainer.copy()
-    interval, max_steps = trainer_cfg.get("val_check_interval"), trainer_cfg.get("max_steps", -1)
-    if isinstance(interval, int) and max_steps and max_steps > 0 and interval > max_steps:
-        trainer_cfg.val_check_interval = max_steps  # Lightning refuses an interval longer than the run
     loggers = [build(c) for c in cfg.get("logger", {}).values()] if cfg.get("logger") else []
     callbacks = [build(c) for c in cfg.get("callbacks", {}).values()] if cfg.get("callbacks") else []
-    trainer: L.Trainer = build(trainer_cfg, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
     log_hparams(trainer, cfg)
 
     fit_started = time.time()
@@ -147,7 +143,8 @@ def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, resume_from: dic
     test = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     best_bpc = float(module.best_val_bpc)
 
-    chars = trainer.global_step * datamodule.batch_size * datamodule.seq_len
+    steps_here = trainer.global_step - (int(resume_from.get("global_step", 0)) if resume_from else 0)
+    chars = steps_here * datamodule.batch_size * datamodule.seq_len  # trained by this call (resumes count their part)
     metrics = {
         "best_val_bpc": best_bpc,
         "best_checkpoint": best_path,
@@ -168,7 +165,7 @@ def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, resume_from: dic
         print(f"\n--- sample from the best checkpoint ---\n{sample}\n---------------------------------------")
         print(f"run dir:       {out}")
         print(f"best val bpc:  {best_bpc:.4f}   test bpc: {metrics['test'].get('test/bpc', math.nan):.4f}")
-        print(f"throughput:    {metrics['train_chars_per_second']} chars/s over {trainer.global_step} steps")
+        print(f"throughput:    {metrics['train_chars_per_second']} chars/s over {steps_here} steps")
         print(f"watch it:      tensorboard --logdir {out}")
     return best_bpc
 
