@@ -76,7 +76,10 @@ def compose(overrides: list[str]) -> Any:
 
 
 def detach(h: Any) -> Any:
-    return None if h is None else tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
+    """The module's own truncation of a carried state (imported late: it pulls in Lightning)."""
+    from charrnn.module import detach_hidden
+
+    return detach_hidden(h)
 
 
 # --- quality --------------------------------------------------------------------------------

@@ -103,10 +103,8 @@ def evaluate_run(args: list[str]) -> int:
     batch_size = opts.get("batch_size", data_cfg.get("batch_size", 32))
     seq_len = opts.get("seq_len", data_cfg.get("seq_len", 64))
     if "path" in opts:
-        text = read_text_file(opts["path"])
-        if run.vocab.unknown(text):
-            run.vocab.encode(text)  # raises the error that names the characters
-        tokens, one_hot, source = run.vocab.encode(text), bool(data_cfg.get("one_hot", True)), opts["path"]
+        # encode raises the error that names any characters outside the vocabulary
+        tokens, one_hot, source = run.vocab.encode(read_text_file(opts["path"])), bool(data_cfg.get("one_hot", True)), opts["path"]
     else:
         tokens, one_hot = split_tokens(run, split)
         source = f"split={split}"

@@ -86,7 +86,7 @@ def check_sampling_args(length: int, temperature: float, top_k: int | None) -> N
     if not float(temperature) > 0:
         raise UserError(f"temperature must be greater than 0 (small values approach greedy decoding), got {temperature}")
     if top_k is not None and int(top_k) < 1:
-        raise UserError(f"top_k must be at least 1 (or unset for no limit), got {top_k}")
+        raise UserError(f"top_k must be at least 1 (or top_k=none for no limit), got {top_k}")
 
 
 def generate(

@@ -156,19 +156,13 @@ def sample(args: list[str]) -> int:
     length, temperature, top_k = opts.get("length", 500), opts.get("temperature", 0.8), opts.get("top_k")
     if "prompt" in opts and not opts["prompt"]:
         raise UserError("the prompt must hold at least one character (or leave prompt= out for the default)")
-    # The same checks generate() makes, done here before the slow imports so a typo fails at once.
-    if length < 1:
-        raise UserError(f"length must be at least 1, got {length}")
-    if not temperature > 0:
-        raise UserError(f"temperature must be greater than 0 (small values approach greedy decoding), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be at least 1 (or top_k=none for no limit), got {top_k}")
     check_path(path)
+    from charrnn.generate import check_sampling_args, generate
+    from charrnn.runs import load_run
+
+    check_sampling_args(length, temperature, top_k)  # before loading the checkpoint
     device = opts.get("device", "cpu")
     check_device(device)
-
-    from charrnn.generate import generate
-    from charrnn.runs import load_run
 
     run = load_run(path, device=device)
     if run.model.head.weight.device.type == "cpu":
