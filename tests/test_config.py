@@ -6,7 +6,7 @@ import hydra
 import pytest
 from hydra import compose, initialize_config_module
 
-import charrnn.rundirs  # noqa: F401  (registers the resolvers conf/hydra/default.yaml uses)
+import charrnn.cli.rundir  # noqa: F401  (registers the resolvers conf/hydra/default.yaml uses)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "optim", "scheduler", "trainer", "logger", "callbacks", "experiment"]

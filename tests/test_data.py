@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn.data import IGNORE_INDEX, CharDataModule, RandomWindows, StreamWindows, Vocabulary, split_bounds
-from charrnn.errors import UserError
+from charrnn.core.errors import UserError
 
 
 def test_vocabulary_round_trip(tmp_path):

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.errors import UserError
-from charrnn.checkpoint_io import SafeCheckpointIO
-from charrnn.runs import load_run, read_checkpoint
+from charrnn.core.errors import UserError
+from charrnn.lit.checkpoint_io import SafeCheckpointIO
+from charrnn.cli.rundir import load_run, read_checkpoint
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 
 pytestmark = pytest.mark.slow
@@ -261,3 +261,23 @@ def test_kill_after_the_last_checkpoint_resumes_to_identical_metrics(tmp_path, c
     resumed = run_cli([f"resume={run}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert final_metrics(run) == expected
+
+
+def test_resuming_a_gpu_run_on_a_cpu_machine_is_one_sentence(workspace, tmp_path):
+    """The device check reads the settled (resumed) config, not the freshly composed one."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    import shutil
+
+    run = tmp_path / "gpu_run"
+    shutil.copytree(workspace["run"], run)
+    config = (run / ".hydra" / "config.yaml").read_text()
+    (run / ".hydra" / "config.yaml").write_text(config.replace("accelerator: cpu", "accelerator: gpu"))
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    before = snapshot(run)
+    proc = run_cli([f"resume={run}"], cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("charrnn-train: error: ") and "GPU" in lines[0] and "trainer=cpu" in lines[0]
+    assert {k: v for k, v in snapshot(run).items() if not k.startswith(".hydra/resume-")} == before

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.generate import Stepper, generate, pick
+from charrnn.core.generate import Stepper, generate, pick
 from charrnn.model import CharRNN
-from charrnn.runs import load_run
+from charrnn.cli.rundir import load_run
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 
 PERIODIC_TEXT = "hello world\n" * 200
@@ -124,7 +124,7 @@ def test_top_k_sampling_only_picks_among_the_k_most_likely():
 
 @pytest.mark.parametrize(("batch_size", "seq_len"), [(1, 500), (3, 7), (8, 16)])
 def test_evaluate_scores_every_target_once(batch_size, seq_len):
-    from charrnn.evaluate import evaluate
+    from charrnn.core.scoring import evaluate
 
     torch.manual_seed(0)
     model = CharRNN(6, 12, cell="lstm").eval()
@@ -261,8 +261,8 @@ def call_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_bad_and_bare_checkpoints(runs, tmp_path, capsys):
-    from charrnn.eval import main as eval_main
-    from charrnn.sample import main as sample_main
+    from charrnn.cli.eval import main as eval_main
+    from charrnn.cli.sample import main as sample_main
 
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)

@@ -90,7 +90,7 @@ def test_stream_windows_ranks_split_the_streams_of_one_global_batch():
 
 
 def test_trainer_processes_counts_ddp_ranks():
-    from charrnn.launch import trainer_processes
+    from charrnn.cli.jobs import trainer_processes
 
     cfg = OmegaConf.create
     assert trainer_processes(cfg({"accelerator": "cpu", "devices": 2})) == 2
@@ -104,7 +104,7 @@ def test_launcher_search_and_trainer_configs_compose(tmp_path):
     import hydra
     from hydra import compose, initialize_config_module
 
-    import charrnn.rundirs  # noqa: F401  (the run-dir resolvers)
+    import charrnn.cli.rundir  # noqa: F401  (the run-dir resolvers)
 
     def composed(*overrides: str):
         with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
@@ -207,6 +207,20 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, corp
 
 
 @pytest.mark.slow
+def test_a_failed_job_in_its_own_process_is_one_readable_line(tmp_path, corpus):
+    """Under a launcher whose jobs run in other processes, the sweep's failure is still one sentence."""
+    proc = run_cli(["-m", "hydra/launcher=processes", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=10", "model.cell=gru,bogus"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("charrnn-train:")]
+    assert len(lines) == 1 and len(lines[0]) < 600, proc.stderr[-3000:]
+    assert "unknown model.cell='bogus'" in lines[0] and "sweep job 1" in lines[0] and "error.txt" in lines[0]
+    assert "Traceback" not in proc.stderr and "check the spelling" not in proc.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    good, bad = job_dirs(sweep)
+    assert (good / "metrics.json").is_file() and (bad / "error.txt").read_text().startswith("charrnn-train: error: unknown model.cell")
+
+
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # optuna 2.10 on SQLAlchemy 1.4: "not compatible with SQLAlchemy 2.0"
 def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
     import optuna
@@ -247,7 +261,7 @@ def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, 
 
     # Two ranks x data.batch_size=4 streams: the logged val loss is the single-process loss over the
     # same 8 streams of the whole val split, so every target counted exactly once.
-    from charrnn.runs import load_run
+    from charrnn.cli.rundir import load_run
 
     loaded = load_run(run)
     dm = CharDataModule(corpus="text", path=str(corpus), seq_len=16, batch_size=8)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from charrnn.data import CharDataModule, Vocabulary
-from charrnn.runs import load_run
+from charrnn.cli.rundir import load_run
 from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli
 
 pytestmark = pytest.mark.slow

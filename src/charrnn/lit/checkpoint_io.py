@@ -1,4 +1,4 @@
-"""Lightning's checkpoint I/O made safe both ways (kept apart from runs.py, which loads without Lightning)."""
+"""Lightning's checkpoint I/O made safe both ways (reading is :mod:`charrnn.core.checkpoint`, which needs no Lightning)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from charrnn.files import atomic_write
-from charrnn.runs import read_checkpoint
+from charrnn.core.checkpoint import read_checkpoint
+from charrnn.core.files import atomic_write
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -1,8 +1,4 @@
-"""Where and how a training job runs: devices it may ask for, sweeps it may run in, cores it may use.
-
-Checks here run before any work, so a request the machine or the launcher cannot serve ends in
-one sentence instead of a half-started run (or, for DDP inside a sweep, a silently wrong one).
-"""
+"""A training job as its launcher runs it: which launcher, how many processes, its share of the machine."""
 
 from __future__ import annotations
 
@@ -15,21 +11,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from charrnn.errors import UserError
-
-
-def check_devices(trainer_cfg: DictConfig) -> None:
-    """Refuse, before any work, a GPU request this machine cannot serve."""
-    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda"):
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        devices = trainer_cfg.get("devices", 1)
-        wanted = devices if isinstance(devices, int) and devices > 0 else 1
-        if available < wanted:
-            raise UserError(
-                f"trainer.accelerator={accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
-                f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
-            )
+from charrnn.core.errors import UserError
 
 
 def trainer_processes(trainer_cfg: DictConfig) -> int:
@@ -61,28 +43,6 @@ class SweepRefused(UserError):
 class JobFailed(CompactHydraException):
     """A sweep job's user error, re-raised so the launcher records the job as failed and goes on;
     Hydra prints a compact exception as its one message, not a traceback."""
-
-
-def check_sweep_job(cfg: DictConfig) -> None:
-    """Refuse a multi-process (DDP) trainer inside a sweep that Lightning would break, before any work.
-
-    Lightning's script launcher starts ranks 1.. by re-running this command line, which for
-    ``-m`` is the whole sweep again, in new directories (hydra#2070); SLURM (hydra/launcher=slurm)
-    starts the ranks itself, so that is the one launcher where sweep jobs may use several devices.
-    """
-    target = launcher_target()
-    processes = trainer_processes(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)
-    if target and processes > 1 and not target.endswith("SlurmLauncher"):
-        raise SweepRefused(
-            f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
-            f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
-            f"(one SLURM task per device)"
-        )
-    if processes > 1 and cfg.data.get("batching") == "stateful" and cfg.trainer.get("use_distributed_sampler", True):
-        raise UserError(
-            "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
-            "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
-        )
 
 
 def share_machine(cfg: DictConfig) -> None:

@@ -15,9 +15,13 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from charrnn.vocab import Vocabulary
-from charrnn.errors import UserError
-from charrnn.model import CharRNN, Hidden
+from charrnn.core.errors import UserError
+from charrnn.core.model import CharRNN, Hidden
+from charrnn.core.vocab import Vocabulary
+
+# Generation on CPU runs on one thread: a step is a few small matrix-vector products, and with
+# more threads the OpenMP hand-offs cost more than they save (several times slower on 2 busy cores).
+SAMPLING_THREADS = 1
 
 
 class Stepper:
@@ -87,6 +91,11 @@ def check_sampling_args(length: int, temperature: float, top_k: int | None) -> N
         raise UserError(f"temperature must be greater than 0 (small values approach greedy decoding), got {temperature}")
     if top_k is not None and int(top_k) < 1:
         raise UserError(f"top_k must be at least 1 (or top_k=none for no limit), got {top_k}")
+
+
+def default_prompt(vocab: Vocabulary) -> str:
+    """The prompt when none is given: a newline if the vocabulary has one, else its first character."""
+    return "\n" if "\n" in vocab.index else vocab.chars[0]
 
 
 def generate(

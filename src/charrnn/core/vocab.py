@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from charrnn.errors import UserError
+from charrnn.core.errors import UserError
 
 
 class Vocabulary:

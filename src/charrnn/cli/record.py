@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from charrnn.files import atomic_write
+from charrnn.core.files import atomic_write
 
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "numpy", "tensorboard")
 

@@ -3,7 +3,7 @@
 The computation is the one ``CharRNNModule`` validates with, so a number printed by
 ``charrnn-eval`` and a ``val/bpc`` logged during training are the same quantity: the sequence is
 cut into ``batch_size`` parallel streams read in consecutive windows of ``seq_len``
-(:class:`~charrnn.data.StreamWindows`), the hidden state starts from zero and is carried from
+(:class:`~charrnn.core.windows.StreamWindows`), the hidden state starts from zero and is carried from
 window to window, every target is scored exactly once, and the sums are kept in float64.
 """
 
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from charrnn.data import IGNORE_INDEX, StreamWindows
-from charrnn.errors import UserError
-from charrnn.model import CharRNN
+from charrnn.core.errors import UserError
+from charrnn.core.model import CharRNN
+from charrnn.core.windows import IGNORE_INDEX, StreamWindows, check_windows
 
 LN2 = math.log(2.0)
 
@@ -53,10 +53,9 @@ def evaluate(model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int, one_
     """
     if len(tokens) < 2:
         raise UserError(f"evaluation needs at least 2 characters (one input, one target), got {len(tokens)}")
-    if int(batch_size) < 1 or int(seq_len) < 1:
-        raise UserError(f"batch_size and seq_len must be at least 1, got batch_size={batch_size} seq_len={seq_len}")
+    batch_size, seq_len = check_windows(batch_size, seq_len, prefix="")
     device = model.head.weight.device
-    windows = StreamWindows(tokens.long().cpu(), int(batch_size), int(seq_len))
+    windows = StreamWindows(tokens.long().cpu(), batch_size, seq_len)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()

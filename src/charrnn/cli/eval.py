@@ -5,7 +5,7 @@
 A split is rebuilt from the run's saved Hydra config (the same corpus, vocabulary and cut as in
 training), so ``split=val`` on the best checkpoint reproduces the logged best ``val/bpc``. A file
 is scored with the run's vocabulary. Both are read statefully over the whole text
-(:func:`charrnn.evaluate.evaluate`).
+(:func:`charrnn.core.scoring.evaluate`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from charrnn.errors import UserError
-from charrnn.sample import as_int, as_str, check_device, check_path, parse_kv, run_cli
+from charrnn.cli.args import as_int, as_str, check_device, check_path, parse_kv, run_cli
+from charrnn.core.errors import UserError
 
 USAGE = """\
 usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu] [--json]
@@ -43,37 +43,40 @@ SPEC: dict[str, Callable[[str, str], Any]] = {"split": as_str, "path": as_str, "
 
 
 def split_tokens(run: Any, split: str) -> tuple[Any, bool]:
-    """The tokens of ``split`` rebuilt from the run's config, and whether training fed one-hot inputs."""
-    import hydra
-    import hydra.errors
+    """The tokens of ``split`` rebuilt from the run's config (as training cut them), and whether training fed one-hot inputs."""
     from omegaconf import OmegaConf
+
+    from charrnn.core.corpora import load_corpus
+    from charrnn.core.vocab import Vocabulary
+    from charrnn.core.windows import check_split, check_windows, cut_splits
 
     if run.config is None:
         raise UserError(
             f"{str(run.checkpoint_path)!r} is not inside a run directory with .hydra/config.yaml, so its splits are unknown; "
             f"pass path=FILE to score a text file"
         )
-    data_cfg = run.config.data.copy()
-    if data_cfg.get("path") and not Path(data_cfg.path).expanduser().is_absolute() and not Path(data_cfg.path).exists():
+    data = run.config.get("data") or {}
+    path = data.get("path")
+    if path and not Path(path).expanduser().is_absolute() and not Path(path).exists():
         # Relative to the directory training ran in (Hydra records it), not to ours.
         hydra_yaml = run.run_dir / ".hydra" / "hydra.yaml"
-        if hydra_yaml.is_file():
-            cwd = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None)
-            if cwd and (Path(cwd) / data_cfg.path).exists():
-                data_cfg.path = str(Path(cwd) / data_cfg.path)
-    try:
-        datamodule = hydra.utils.instantiate(data_cfg)
-    except hydra.errors.InstantiationException as e:
-        raise UserError(f"cannot rebuild the run's data from its config: {e.__cause__ or e}") from None
-    datamodule.setup("validate")
-    if datamodule.vocab != run.vocab:
-        extra, missing = sorted(set(datamodule.vocab.chars) - set(run.vocab.chars)), sorted(set(run.vocab.chars) - set(datamodule.vocab.chars))
+        cwd = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None) if hydra_yaml.is_file() else None
+        if cwd and (Path(cwd) / path).exists():
+            path = str(Path(cwd) / path)
+    corpus = data.get("corpus", "stdlib")
+    text = load_corpus(corpus, path, data.get("encoding", "utf-8"), data.get("errors", "strict"), data.get("max_chars"))
+    vocab = Vocabulary.from_text(text)
+    if vocab != run.vocab:
+        extra, missing = sorted(set(vocab.chars) - set(run.vocab.chars)), sorted(set(run.vocab.chars) - set(vocab.chars))
         raise UserError(
             f"the corpus the run's config names now has a different vocabulary than the checkpoint "
-            f"({len(datamodule.vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
+            f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
             f"so its splits are not the ones the model was trained on; pass path=FILE to score a text file"
         )
-    return datamodule.splits[split], bool(datamodule.one_hot)
+    hello = corpus == "hello"
+    fractions = [1.0, 1.0, 1.0] if hello else check_split(data.get("split"))
+    _, seq_len = check_windows(data.get("batch_size", 32), data.get("seq_len", 64))
+    return cut_splits(vocab.encode(text), fractions, seq_len, whole=hello)[split], bool(data.get("one_hot", True))
 
 
 def evaluate_run(args: list[str]) -> int:
@@ -85,23 +88,24 @@ def evaluate_run(args: list[str]) -> int:
     split = opts.get("split", "val")
     if split not in SPLITS:
         raise UserError(f"unknown split={split!r}; choose val, test or train (or path=FILE)")
-    for key in ("batch_size", "seq_len"):
-        if key in opts and opts[key] < 1:
-            raise UserError(f"{key} must be at least 1, got {opts[key]}")
+    from charrnn.core.windows import check_windows
+
+    check_windows(opts.get("batch_size", 1), opts.get("seq_len", 1), prefix="")  # the arguments first, then the files
     check_path(path)
     if "path" in opts:
         check_path(opts["path"])
     device = opts.get("device", "cpu")
     check_device(device)
 
-    from charrnn.corpora import read_text_file
-    from charrnn.evaluate import evaluate
-    from charrnn.runs import load_run
+    from charrnn.cli.rundir import load_run
+    from charrnn.core.corpora import read_text_file
+    from charrnn.core.scoring import evaluate
 
     run = load_run(path, device=device)
     data_cfg = run.config.data if run.config is not None else {}
     batch_size = opts.get("batch_size", data_cfg.get("batch_size", 32))
     seq_len = opts.get("seq_len", data_cfg.get("seq_len", 64))
+    check_windows(batch_size, seq_len, prefix="")  # before the text is read
     if "path" in opts:
         # encode raises the error that names any characters outside the vocabulary
         tokens, one_hot, source = run.vocab.encode(read_text_file(opts["path"])), bool(data_cfg.get("one_hot", True)), opts["path"]

@@ -1,4 +1,4 @@
-"""The one place that opens a run directory or a checkpoint.
+"""The one place that reads a checkpoint and rebuilds its model (torch only: no Lightning, no Hydra).
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: a checkpoint passed around by
 someone else can hold tensors and plain values, never code that runs on load. Everything the
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from charrnn.vocab import Vocabulary
-from charrnn.errors import UserError
-from charrnn.model import CharRNN
+from charrnn.core.errors import UserError
+from charrnn.core.model import CharRNN
+from charrnn.core.vocab import Vocabulary
 
 MODEL_PREFIX = "model."
 
@@ -29,17 +28,17 @@ class CheckpointError(UserError):
 
 
 @dataclass
-class LoadedRun:
-    """A model rebuilt from a checkpoint, with the vocabulary and config saved beside it."""
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with the vocabulary saved in it."""
 
     model: CharRNN
     vocab: Vocabulary
     checkpoint_path: Path
     checkpoint: dict[str, Any]
-    config: DictConfig | None  # the run's resolved Hydra config, when the run dir has it
 
     @property
     def run_dir(self) -> Path | None:
+        """The run directory holding the checkpoint (``<run>/checkpoints/x.ckpt``), if it is in one."""
         parent = self.checkpoint_path.parent
         return parent.parent if parent.name == "checkpoints" else None
 
@@ -80,7 +79,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model of a run directory or a checkpoint file, weights loaded, in eval mode."""
     ckpt_path = find_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path)
@@ -92,8 +91,4 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{str(ckpt_path)!r} does not hold a charrnn model this version can rebuild: {str(e).splitlines()[0][:160]}") from None
-    model.to(device).eval()
-    run = LoadedRun(model, vocab, ckpt_path, ckpt, None)
-    if run.run_dir is not None and (run.run_dir / ".hydra" / "config.yaml").is_file():
-        run.config = OmegaConf.load(run.run_dir / ".hydra" / "config.yaml")  # type: ignore[assignment]
-    return run
+    return LoadedModel(model.to(device).eval(), vocab, ckpt_path, ckpt)

@@ -14,7 +14,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from charrnn.errors import UserError
+from charrnn.core.errors import UserError
 
 HELLO = "hello"
 

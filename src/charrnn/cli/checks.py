@@ -1,0 +1,82 @@
+"""Rules that span config keys, or belong to keys no constructor of ours owns, checked before any work.
+
+Every single value is checked by the constructor that takes it (``CharRNN``, ``CharDataModule``,
+``CharRNNModule``, ``WarmupCosine``), naming its key; what is left here is what no one
+constructor can see: whether training has an end, whether the devices asked for exist, whether
+DDP can run inside this sweep and with this batching, and the keys handed to Lightning.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from charrnn.cli.jobs import SweepRefused, launcher_target, trainer_processes
+from charrnn.core.errors import UserError, checked
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Raise :class:`UserError` for the first rule ``cfg`` breaks (devices first: the root cause of any other device complaint)."""
+    check_devices(cfg.trainer)
+    check_sweep_job(cfg)
+    check_trainer(cfg.trainer)
+    checked("seed", cfg.get("seed"), integer=True, low=0, high=2**32 - 1)
+
+
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """Refuse, before any work, a GPU request this machine cannot serve."""
+    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        devices = trainer_cfg.get("devices", 1)
+        wanted = devices if isinstance(devices, int) and devices > 0 else 1
+        if available < wanted:
+            raise UserError(
+                f"trainer.accelerator={accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
+                f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
+            )
+
+
+def check_sweep_job(cfg: DictConfig) -> None:
+    """Refuse a multi-process (DDP) trainer inside a sweep that Lightning would break, before any work.
+
+    Lightning's script launcher starts ranks 1.. by re-running this command line, which for
+    ``-m`` is the whole sweep again, in new directories (hydra#2070); SLURM (hydra/launcher=slurm)
+    starts the ranks itself, so that is the one launcher where sweep jobs may use several devices.
+    """
+    target = launcher_target()
+    processes = trainer_processes(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)
+    if target and processes > 1 and not target.endswith("SlurmLauncher"):
+        raise SweepRefused(
+            f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
+            f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
+            f"(one SLURM task per device)"
+        )
+    if processes > 1 and cfg.data.get("batching") == "stateful" and cfg.trainer.get("use_distributed_sampler", True):
+        raise UserError(
+            "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
+            "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
+        )
+
+
+def _limit(trainer: DictConfig, key: str) -> int | None:
+    value = trainer.get(key)
+    if value is None or value == -1:
+        return None
+    return checked(f"trainer.{key}", value, integer=True, low=1)
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Lightning's own arguments: an end to training, and numbers Lightning would take without a word or fail on later."""
+    max_steps, max_epochs = _limit(trainer, "max_steps"), _limit(trainer, "max_epochs")
+    if max_steps is None and max_epochs is None and not trainer.get("max_time"):
+        raise UserError("training has no end: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
+    interval = trainer.get("val_check_interval")
+    if interval is not None:
+        if isinstance(interval, float) and interval <= 1.0:
+            checked("trainer.val_check_interval", interval, low=0.0, low_open=True)
+        else:
+            checked("trainer.val_check_interval", interval, integer=True, low=1)
+    if trainer.get("gradient_clip_val") is not None:
+        checked("trainer.gradient_clip_val", trainer.gradient_clip_val, low=0.0)
+    checked("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), integer=True, low=1)

@@ -1,0 +1,137 @@
+"""A run directory: where Hydra puts it, how ``resume=`` settles a run's config and checkpoint, how it is reopened.
+
+Importing this module registers the OmegaConf resolvers ``conf/hydra/default.yaml`` uses
+(``charrnn-train`` does; so must anything that composes the config with Hydra's compose API):
+
+* ``run_id``: a short random suffix, so two runs started in the same second never share a dir.
+* ``job_dirname``: ``<num>_<overrides>`` for a sweep job, hashed short enough for a file name.
+* ``run_dir`` / ``config_subdir``: ``resume=<run dir>`` continues in that dir; the resuming call's
+  config goes to ``.hydra/resume-<id>/`` so the run's original ``.hydra/config.yaml`` survives. A
+  path that is no run dir gets a fresh dir (nothing is written into it) and the job reports it.
+
+:func:`settle` is the one place that decides which config a run trains with and which checkpoint
+it continues from; everything after it (checks, launch decisions, training) reads only its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from charrnn.core.checkpoint import LoadedModel, load_model, read_checkpoint
+from charrnn.core.errors import UserError
+
+
+def job_dirname(num: Any, overrides: Any, limit: int = 200) -> str:
+    """``<num>_<overrides>`` for a sweep job's dir, shortened with a hash to stay a legal file name."""
+    name, overrides = f"{num}_{overrides}", str(overrides)
+    if len(name.encode()) <= limit:
+        return name
+    head = overrides.encode()[: limit - 20].decode(errors="ignore")
+    return f"{num}_{head}~{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+
+
+def resumable(resume: Any) -> bool:
+    """Whether ``resume`` names a run directory (one with its saved Hydra config)."""
+    return bool(resume) and (Path(str(resume)) / ".hydra" / "config.yaml").is_file()
+
+
+# Cached: every use within one config resolves to the same value.
+OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+OmegaConf.register_new_resolver("run_dir", lambda resume, new: str(resume) if resumable(resume) else new, replace=True)
+OmegaConf.register_new_resolver("config_subdir", lambda resume, rid: f".hydra/resume-{rid}" if resumable(resume) else ".hydra", replace=True)
+
+
+def read_run_file(path: Path) -> Any:
+    """A run dir's ``.hydra/config.yaml`` or ``*.json``, with a damaged file reported in one sentence."""
+    try:
+        data = OmegaConf.load(path) if path.suffix == ".yaml" else json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, (DictConfig, dict)):
+            raise ValueError("not a mapping")
+        return data
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{str(path)!r} is damaged ({reason}); restore it from a backup, or start a new run") from None
+
+
+def settle(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
+    """``(config, checkpoint)`` of this run: the config it trains with and the checkpoint it continues from.
+
+    ``resume=<run dir>`` takes that run's saved config, with this call's ``key=value`` overrides
+    (e.g. a larger ``trainer.max_steps``) applied, and its ``last.ckpt``; ``ckpt_path=<file>``
+    continues this config from that file. The checkpoint is read weights-only: unsafe files are refused.
+    """
+    if cfg.get("resume"):
+        cfg = resume_config(cfg)
+    checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    return cfg, checkpoint
+
+
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """``resume=<run dir>``: that run's saved config, continued in place from its ``last.ckpt``."""
+    run = Path(str(cfg.resume)).expanduser()
+    saved, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
+    if not saved.is_file() or not last.is_file():
+        raise UserError(f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory")
+    resumed = read_run_file(saved)
+    limits = OmegaConf.masked_copy(resumed.trainer, ["max_steps", "max_epochs", "max_time"])
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in ("resume", "output_dir") or "/" in key:
+            continue
+        if "." not in key and isinstance(OmegaConf.select(resumed, key), DictConfig):
+            raise UserError(f"'{override}' switches a config group, which a resumed run cannot do; override single values such as trainer.max_steps=N")
+        OmegaConf.update(resumed, key.lstrip("+"), yaml_value(value), force_add=True)
+    record = run / "run.json"
+    finished = record.is_file() and read_run_file(record).get("status") == "done"
+    if finished and limits == OmegaConf.masked_copy(resumed.trainer, list(limits)):
+        raise UserError(f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / max_epochs / max_time with resume=")
+    resumed.output_dir = cfg.output_dir
+    resumed.ckpt_path = str(last)
+    resumed.resume = None
+    return resumed
+
+
+def yaml_value(text: str) -> Any:
+    return OmegaConf.create({"v": text}).v if text == "" else OmegaConf.create(f"v: {text}").v
+
+
+def check_resume_matches(ckpt: dict[str, Any], vocab_chars: list[str], model_config: dict[str, Any], path: str) -> None:
+    """A checkpoint only resumes a run whose data and model have its vocabulary and shapes."""
+    hparams = ckpt["hyper_parameters"]
+    if list(hparams.get("vocab", "")) != vocab_chars:
+        raise UserError(
+            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} characters, but this run's data has "
+            f"{len(vocab_chars)} different ones; resume with the data config the checkpoint was trained on"
+        )
+    saved = hparams.get("model", {})
+    differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
+    if differing:
+        shown = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing)
+        raise UserError(f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with")
+
+
+@dataclass
+class LoadedRun(LoadedModel):
+    """A trained model, with the run's resolved Hydra config when its run dir has one."""
+
+    config: DictConfig | None = None
+
+
+def load_run(path: str | Path, device: Any = "cpu") -> LoadedRun:
+    """The model of a run directory or checkpoint file (weights only, eval mode) and its run's config."""
+    loaded = load_model(path, device)
+    run = LoadedRun(loaded.model, loaded.vocab, loaded.checkpoint_path, loaded.checkpoint)
+    if run.run_dir is not None and (run.run_dir / ".hydra" / "config.yaml").is_file():
+        run.config = read_run_file(run.run_dir / ".hydra" / "config.yaml")
+    return run

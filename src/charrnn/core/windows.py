@@ -1,0 +1,137 @@
+"""The windows a character model reads: a token tensor cut into (input, target) pairs shifted by one.
+
+Torch only (no Lightning), so training (:mod:`charrnn.lit.datamodule`) and scoring
+(:mod:`charrnn.core.scoring`) cut text the same way. Two batchings:
+
+* ``stateful`` (char-rnn, word_language_model): a split is cut into ``batch_size`` parallel
+  streams and read in consecutive windows of ``seq_len``, so row ``b`` of batch ``k + 1``
+  continues where row ``b`` of batch ``k`` ended and the model can carry its hidden state
+  (truncated backpropagation through time)::
+
+      stream 0: | t0  t1  t2  t3 | t4  t5  t6  t7 | ...     window k = columns k*T .. k*T+T-1
+      stream 1: | u0  u1  u2  u3 | u4  u5  u6  u7 | ...     (T = seq_len)
+                 batch 0          batch 1
+                 h carried ------> h carried ------> ...    gradients stop at each "|"
+
+  Every target of the split appears exactly once; the tail that does not fill a full window is
+  padded with ``IGNORE_INDEX`` targets that the loss skips. Validation and test always read this
+  way, so their figures cover the whole split.
+* ``random`` (nanoGPT): independent windows at random offsets, state from zero each batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from charrnn.core.errors import UserError, checked
+
+IGNORE_INDEX = -100
+BATCHINGS = ("stateful", "random")
+
+
+def check_batching(batching: Any, key: str = "data.batching") -> str:
+    if batching not in BATCHINGS:
+        raise UserError(f"unknown {key}={batching!r}; choose stateful or random")
+    return str(batching)
+
+
+def check_windows(batch_size: Any, seq_len: Any, prefix: str = "data.") -> tuple[int, int]:
+    """``(batch_size, seq_len)`` as whole numbers of at least 1; ``prefix`` is the keys' config group."""
+    return checked(f"{prefix}batch_size", batch_size, integer=True, low=1), checked(f"{prefix}seq_len", seq_len, integer=True, low=1)
+
+
+def check_split(split: Any, key: str = "data.split") -> list[float]:
+    """Three fractions train, val, test, each above 0 (an empty split has nothing to score)."""
+    try:
+        fractions = [] if isinstance(split, (str, bytes)) else list(split)
+    except TypeError:
+        fractions = []
+    if len(fractions) != 3:
+        raise UserError(f"{key} must be three fractions train,val,test, got {split!r}; set e.g. {key}=[0.9,0.05,0.05]")
+    values = [checked(key, f) for f in fractions]
+    if any(f <= 0 for f in values):
+        raise UserError(f"{key}={values} leaves an empty train, val or test split; give each a fraction above 0, e.g. [0.9,0.05,0.05]")
+    return values
+
+
+def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` ranges of ``n`` items for train/val/test fractions."""
+    total = sum(fractions)
+    edges = [0.0]
+    for f in fractions:
+        edges.append(edges[-1] + f)
+    cuts = [round(n * e / total) for e in edges]
+    return [(cuts[i], cuts[i + 1]) for i in range(len(fractions))]
+
+
+def cut_splits(tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: bool = False) -> dict[str, Tensor]:
+    """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read.
+
+    ``whole``: every split is the whole text (the notebook's "hello", too short to cut).
+    """
+    if whole:
+        return {"train": tokens, "val": tokens, "test": tokens}
+    bounds = split_bounds(len(tokens), fractions)
+    splits = {name: tokens[lo:hi] for name, (lo, hi) in zip(("train", "val", "test"), bounds)}
+    need = {"train": seq_len + 1, "val": 2, "test": 2}
+    for name, part in splits.items():
+        if len(part) < need[name]:
+            raise UserError(
+                f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than the {need[name]} it needs; "
+                f"use a longer text, a smaller data.seq_len, or other data.split fractions"
+            )
+    return splits
+
+
+class StreamWindows(Dataset):
+    """Item ``k`` is the ``k``-th window of every stream: ``(inputs, targets)``, each ``(streams, seq_len)``.
+
+    Distributed (``world_size > 1``): the split is cut into ``streams * world_size`` streams and
+    rank ``r`` keeps rows ``r * streams .. (r + 1) * streams - 1``, so each rank reads its own
+    contiguous stretches in order (the carried hidden state stays valid), every rank has the same
+    number of windows, and the ranks together cover every target exactly once.
+    """
+
+    def __init__(self, tokens: Tensor, streams: int, seq_len: int, rank: int = 0, world_size: int = 1) -> None:
+        n_targets = len(tokens) - 1
+        streams = max(1, min(streams * world_size, n_targets) // world_size) * world_size
+        per_stream = math.ceil(n_targets / streams)
+        self.windows = math.ceil(per_stream / seq_len)
+        width = self.windows * seq_len
+        inputs = torch.zeros(streams * width, dtype=torch.long)
+        targets = torch.full((streams * width,), IGNORE_INDEX, dtype=torch.long)
+        # Stream b holds targets b*per_stream+1 .. (b+1)*per_stream; only the end is padded.
+        for b in range(streams):
+            lo, hi = b * per_stream, min((b + 1) * per_stream, n_targets)
+            inputs[b * width : b * width + hi - lo] = tokens[lo:hi]
+            targets[b * width : b * width + hi - lo] = tokens[lo + 1 : hi + 1]
+        rows = slice(rank * streams // world_size, (rank + 1) * streams // world_size)
+        self.inputs = inputs.view(streams, width)[rows]
+        self.targets = targets.view(streams, width)[rows]
+        self.seq_len = seq_len
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        cols = slice(k * self.seq_len, (k + 1) * self.seq_len)
+        return self.inputs[:, cols], self.targets[:, cols]
+
+
+class RandomWindows(Dataset):
+    """Item ``i`` is the window starting at offset ``i``; a random sampler picks the offsets."""
+
+    def __init__(self, tokens: Tensor, seq_len: int) -> None:
+        self.tokens = tokens
+        self.seq_len = min(seq_len, len(tokens) - 1)
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.seq_len
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.tokens[i : i + self.seq_len], self.tokens[i + 1 : i + 1 + self.seq_len]

@@ -1,0 +1,104 @@
+"""CharDataModule: text -> Vocabulary -> one integer tensor -> batches of shifted windows -> one-hot on the device.
+
+The corpus is held once, as int64 indices. Batches carry indices through the DataLoader; the
+one-hot encoding is made in ``on_after_batch_transfer``, after the batch reached its device, so
+the whole corpus never exists as one-hot. How a split is cut into windows, and the two
+batchings (stateful and random), is :mod:`charrnn.core.windows`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from charrnn.core.corpora import load_corpus
+from charrnn.core.errors import checked
+from charrnn.core.vocab import Vocabulary
+from charrnn.core.windows import RandomWindows, StreamWindows, check_batching, check_split, check_windows, cut_splits
+
+
+class CharDataModule(L.LightningDataModule):
+    """Any text as one-hot shifted sequences: input ``text[i:i+T]``, target ``text[i+1:i+T+1]``."""
+
+    def __init__(
+        self,
+        corpus: str = "stdlib",
+        path: str | None = None,
+        seq_len: int = 64,
+        batch_size: int = 32,
+        batching: str = "stateful",
+        split: Sequence[float] = (0.9, 0.05, 0.05),
+        num_workers: int = 0,
+        encoding: str = "utf-8",
+        errors: str = "strict",
+        max_chars: int | None = None,
+        one_hot: bool = True,
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.seq_len = check_windows(batch_size, seq_len)
+        self.batching = check_batching(batching)
+        self.split = [1.0, 1.0, 1.0] if corpus == "hello" else check_split(split)  # "hello" is not cut: cut_splits
+        self.num_workers = checked("data.num_workers", num_workers, integer=True, low=0)
+        if max_chars is not None:
+            max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
+        self.corpus, self.path, self.encoding, self.errors = corpus, path, encoding, errors
+        self.max_chars, self.one_hot = max_chars, one_hot
+        self.text: str | None = None
+        self.vocab: Vocabulary | None = None
+        self.tokens: Tensor | None = None
+        self.splits: dict[str, Tensor] = {}
+
+    def prepare_data(self) -> None:
+        # Downloads (Tiny Shakespeare) happen here, once per node, before any split is made.
+        if self.corpus == "shakespeare":
+            load_corpus(self.corpus, self.path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokens is not None:
+            return
+        self.text = load_corpus(self.corpus, self.path, self.encoding, self.errors, self.max_chars)
+        self.vocab = Vocabulary.from_text(self.text)
+        self.tokens = self.vocab.encode(self.text)
+        self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+
+    def _ranks(self) -> tuple[int, int]:
+        """``(global_rank, world_size)`` of the attached trainer; ``(0, 1)`` without one."""
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
+    def _streams(self, split: str) -> DataLoader:
+        rank, world = self._ranks()
+        dataset = StreamWindows(self.splits[split], self.batch_size, self.seq_len, rank=rank, world_size=world)
+        return self._loader(dataset, batch_size=None, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        tokens = self.splits["train"]
+        if self.batching == "random":
+            rank, world = self._ranks()
+            dataset = RandomWindows(tokens, self.seq_len)
+            # One epoch reads about as many characters as one stateful pass over the split (all ranks together).
+            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
+            # Under DDP every rank has the same global seed: give each its own stream of offsets.
+            generator = torch.Generator().manual_seed(torch.initial_seed() + rank) if world > 1 else None
+            sampler = RandomSampler(dataset, replacement=True, num_samples=batches * self.batch_size, generator=generator)
+            return self._loader(dataset, batch_size=self.batch_size, sampler=sampler)
+        return self._streams("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._streams("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._streams("test")
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        inputs, targets = batch
+        if self.one_hot and self.vocab is not None:
+            inputs = torch.nn.functional.one_hot(inputs, len(self.vocab)).float()
+        return inputs, targets

@@ -1,0 +1,203 @@
+"""CharRNNModule: the Lightning side of training a CharRNN.
+
+Lightning orchestrates (loops, devices, checkpoints, logging); the maths stays in ``CharRNN``.
+What lives here: the loss, the metrics over whole splits, the hidden state carried between
+stateful batches (truncated BPTT: Lightning 2 has no built-in support, so the module keeps the
+state and detaches it), and a text sample written to TensorBoard at each validation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from charrnn.core.errors import UserError, checked
+from charrnn.core.generate import default_prompt, generate
+from charrnn.core.model import CharRNN, Hidden
+from charrnn.core.scoring import batch_sums, metrics_from_sums
+from charrnn.core.vocab import Vocabulary
+from charrnn.core.windows import IGNORE_INDEX
+
+
+def detach_hidden(h: Hidden | None) -> Hidden | None:
+    """Cut the graph behind a carried state, so backward stops at the batch boundary."""
+    if h is None:
+        return None
+    if isinstance(h, tuple):
+        return tuple(t.detach() for t in h)  # type: ignore[return-value]
+    return h.detach()
+
+
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_state", "_eval_state"})
+
+
+class CharRNNModule(L.LightningModule):
+    """Trains ``model`` on next-character prediction with cross-entropy.
+
+    Hydra builds it from the ``module`` node of ``conf/train.yaml``; ``model``, ``vocab`` and
+    ``stateful`` come from the data at run time. ``optimizer`` is a factory (a Hydra ``_partial_``)
+    called with the parameters; ``scheduler`` one called with the optimizer and the total number
+    of steps. ``sample_*`` shape the text written to TensorBoard at each validation.
+    """
+
+    def __init__(
+        self,
+        model: CharRNN,
+        vocab: Vocabulary,
+        optimizer: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        stateful: bool = True,
+        sample_length: int = 300,
+        sample_prompt: str | None = None,
+        sample_temperature: float = 0.8,
+    ) -> None:
+        super().__init__()
+        check_optimizer(optimizer)
+        self.model = model
+        self.vocab = vocab
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.stateful = stateful
+        self.sample_length = checked("sample.length", sample_length, integer=True, low=0)
+        self.sample_temperature = checked("sample.temperature", sample_temperature, low=0.0, low_open=True)
+        self.sample_prompt = sample_prompt or default_prompt(vocab)
+        vocab.encode(self.sample_prompt)  # a prompt outside the vocabulary fails now, not at the first validation
+        # Plain values only: they go into every checkpoint, which must load with weights_only=True.
+        self.save_hyperparameters({"model": model.config(), "vocab": "".join(vocab.chars), "stateful": stateful})
+        # Best full-split validation bpc so far; a buffer, so it is saved and restored on resume.
+        self.register_buffer("best_val_bpc", torch.tensor(math.inf))
+        self._train_state: Hidden | None = None
+        self._eval_state: Hidden | None = None
+        self._eval_sums: Tensor | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name around every hook, dozens of times per step, and the
+        # carried state changes every step: plain attributes that need none of nn.Module's
+        # parameter/submodule bookkeeping, which costs a tiny model several percent of its speed.
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    # --- training ---------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, h: Hidden | None = None) -> tuple[Tensor, Hidden]:
+        return self.model(x, h)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_state = None
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = batch
+        state = detach_hidden(self._train_state) if self.stateful else None
+        logits, state = self.model(inputs, state)
+        if self.stateful:
+            self._train_state = state
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            # Stop before the optimizer writes NaNs into the weights; the last checkpoint stays good.
+            raise UserError(
+                f"the training loss became {loss.item()} at step {self.global_step}; lower optim.lr or set trainer.gradient_clip_val, "
+                f"then resume from the last good checkpoint (checkpoints/last.ckpt) or start again"
+            )
+        # self.log costs more than a whole step of a tiny model, so call it only on the steps the
+        # logger writes (every trainer.log_every_n_steps); the progress bar shows that value.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Ending through should_stop (not by running out of steps) makes Lightning validate once
+        # more, so the final weights always get a full-split val/bpc and a checkpoint.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout and random batching draw from torch's generator: a resumed run continues the
+        # same random stream as an uninterrupted one. A uint8 tensor: safe for weights_only loads.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    # --- evaluation over whole splits ---------------------------------------------------------
+
+    def _eval_start(self) -> None:
+        self._eval_state = None
+        self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor]) -> None:
+        inputs, targets = batch
+        logits, self._eval_state = self.model(inputs, self._eval_state)
+        assert self._eval_sums is not None
+        self._eval_sums += batch_sums(logits, targets)
+
+    def _eval_end(self, split: str) -> dict[str, float]:
+        assert self._eval_sums is not None
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum") if self.trainer.world_size > 1 else self._eval_sums
+        found = metrics_from_sums(sums)
+        metrics = {f"{split}/{name}": found[name] for name in ("loss", "bpc", "acc")}
+        # The sums were already reduced across ranks, so every rank holds the same whole-split values
+        # (and every rank's checkpoint callback sees them); averaging identical values changes nothing.
+        self.log_dict(metrics, prog_bar=split == "val", sync_dist=True)
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._eval_end("val")
+        if self.trainer.sanity_checking:
+            return
+        self.best_val_bpc.fill_(min(self.best_val_bpc.item(), metrics["val/bpc"]))
+        self.log("val/bpc_best", self.best_val_bpc.item(), sync_dist=True)
+        self._log_sample()
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def sample_text(self, seed: int = 0) -> str:
+        """``sample_length`` characters after the prompt, prompt included, from a fixed seed."""
+        return self.sample_prompt + "".join(generate(self.model, self.vocab, self.sample_prompt, max(1, self.sample_length), self.sample_temperature, seed=seed))
+
+    def _log_sample(self) -> None:
+        """A few hundred generated characters in TensorBoard's TEXT tab."""
+        if self.sample_length <= 0 or self.logger is None or not hasattr(self.logger.experiment, "add_text"):
+            return
+        # Markdown needs a code block to keep newlines and spaces of the generated text.
+        self.logger.experiment.add_text("samples", "```\n" + self.sample_text() + "\n```", self.global_step)
+
+    # --- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf when only max_time bounds the run
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """The optimizer's numbers (``optim.*``), checked before any work: torch would check them only inside fit."""
+    keywords = getattr(optimizer, "keywords", {}) or {}
+    if "lr" in keywords:
+        checked("optim.lr", keywords["lr"], low=0.0, low_open=True)
+    for key in ("weight_decay", "momentum", "eps"):
+        if keywords.get(key) is not None:
+            checked(f"optim.{key}", keywords[key], low=0.0)
