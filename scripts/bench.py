@@ -69,7 +69,7 @@ def compose(overrides: list[str]) -> Any:
     """The project's own composed config (conf/train.yaml + overrides), as charrnn-train sees it."""
     from hydra import compose as hydra_compose, initialize_config_module
 
-    import charrnn.rundirs  # noqa: F401  (registers the run-dir resolvers)
+    import charrnn.cli.rundir  # noqa: F401  (registers the run-dir resolvers)
 
     with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
@@ -138,7 +138,7 @@ def overhead(args: argparse.Namespace) -> list[tuple]:
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
     from torch.nn import functional as F
 
-    from charrnn.data import IGNORE_INDEX
+    from charrnn.core.windows import IGNORE_INDEX
     from charrnn.module import CharRNNModule
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -239,7 +239,7 @@ def flops(args: argparse.Namespace) -> list[tuple]:
     from torch import nn
     from torch.nn import functional as F
 
-    from charrnn.corpora import read_text_file
+    from charrnn.core.corpora import read_text_file
     from charrnn.data import Vocabulary
     from charrnn.model import CharRNN
 
@@ -303,11 +303,11 @@ def sampling(args: argparse.Namespace) -> list[tuple]:
     import torch
     from torch.nn import functional as F
 
-    from charrnn.corpora import read_text_file
+    from charrnn.core.corpora import read_text_file
     from charrnn.data import Vocabulary
-    from charrnn.generate import generate, pick
+    from charrnn.core.generate import generate, pick
     from charrnn.model import CharRNN
-    from charrnn.sample import SAMPLING_THREADS
+    from charrnn.core.generate import SAMPLING_THREADS
 
     text = read_text_file(args.corpus)
     vocab = Vocabulary.from_text(text)

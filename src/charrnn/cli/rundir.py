@@ -15,12 +15,14 @@ it continues from; everything after it (checks, launch decisions, training) read
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -119,6 +121,37 @@ def check_resume_matches(ckpt: dict[str, Any], vocab_chars: list[str], model_con
     if differing:
         shown = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing)
         raise UserError(f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with")
+
+
+@contextlib.contextmanager
+def lock_run(out: Any) -> Iterator[None]:
+    """Hold an OS lock on the run dir while this process trains in it (rank 0 only).
+
+    A second ``resume=`` of a run that is still training is refused in one sentence; the lock is
+    the kernel's, so a crashed or killed process frees it.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with open(Path(str(out)) / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run {str(out)!r} is being trained by another process right now; wait for it to end (or stop it), then resume=") from None
+        yield
+
+
+def check_same_corpus(out: Path, corpus: dict[str, Any], allowed: bool) -> None:
+    """A resumed run continues on the text it started with, unless ``allow_corpus_change=true``."""
+    record = out / "run.json"
+    before = (read_run_file(record).get("corpus") or {}).get("sha256") if record.is_file() else None
+    if before and before != corpus["sha256"] and not allowed:
+        raise UserError(
+            f"the corpus changed since this run started (sha256 {before} then, {corpus['sha256']} now); "
+            f"resume on the original text, or pass allow_corpus_change=true to continue on the new one"
+        )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from charrnn.cli.record import RunRecord, corpus_info, write_json
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.module import CharRNNModule
+from charrnn.lit.stop import StopOnSignal, Stopped
 
 HPARAM_METRICS = ("val/bpc", "val/bpc_best")
 PROG = "charrnn-train"
@@ -82,23 +83,28 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
 def train(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> float:
     """Train one model as the settled ``cfg`` says, from ``checkpoint`` if given; returns the best val bpc."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    datamodule = build(cfg.data, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # reads and checks the corpus first: a bad file fails before any other work
+    corpus = corpus_info(datamodule.corpus, datamodule.path, datamodule.text)
+    if checkpoint is not None:
+        rundir.check_same_corpus(out, corpus, bool(cfg.get("allow_corpus_change")))
     record = RunRecord(out, cfg.seed, str(cfg.trainer.get("accelerator")), list(HydraConfig.get().overrides.task))
     if checkpoint is not None:
         record.update(resumed_from=str(Path(cfg.ckpt_path).resolve()))
     try:
-        datamodule = build(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")  # reads and checks the corpus first: a bad file fails before any other work
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the config and run.json
         vocab = datamodule.vocab
         vocab.save(out / "vocab.json")
-        record.update(corpus=corpus_info(datamodule.corpus, datamodule.path, datamodule.text), vocab="".join(vocab.chars))
+        record.update(corpus=corpus, vocab="".join(vocab.chars))
         model = build(cfg.model, vocab_size=len(vocab))
         if checkpoint is not None:
             rundir.check_resume_matches(checkpoint, vocab.chars, model.config(), str(cfg.ckpt_path))
         module = build(cfg.module, model=model, vocab=vocab, stateful=datamodule.batching == "stateful")
         return fit_and_test(cfg, out, record, checkpoint, datamodule, module)
+    except Stopped as e:
+        record.finish("stopped", stopped_by=e.signal_name, global_step=e.step, checkpoint=e.checkpoint)
+        raise
     except BaseException as e:  # KeyboardInterrupt too: run.json says how the run ended
         record.finish("failed", error=(f"{type(e).__name__}: {e}".strip().splitlines() or [""])[0])
         raise
@@ -108,6 +114,7 @@ def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, checkpoint: dict
     """Trainer; fit; test the best checkpoint; write metrics.json and print the summary."""
     loggers = [build(c) for c in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [build(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    callbacks.append(StopOnSignal())
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
     log_hparams(trainer, cfg)
 
@@ -182,7 +189,11 @@ def main(cfg: DictConfig) -> float:
         cfg, checkpoint = rundir.settle(cfg)  # first: every check below sees the config the run trains with
         check_run(cfg)
         share_machine(cfg)
-        return train(cfg, checkpoint)
+        with rundir.lock_run(out):
+            return train(cfg, checkpoint)
+    except Stopped as e:
+        print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
+        sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
     except UserError as e:
         if os.environ.get("CHARRNN_FULL_ERROR") == "1":
             raise

@@ -22,11 +22,11 @@ Torch only (no Lightning), so training (:mod:`charrnn.lit.datamodule`) and scori
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from charrnn.core.errors import UserError, checked
 
@@ -135,3 +135,48 @@ class RandomWindows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.tokens[i : i + self.seq_len], self.tokens[i + 1 : i + 1 + self.seq_len]
+
+
+class EpochSampler(Sampler[int]):
+    """The indices of one epoch, fixed by ``(seed, epoch, rank)`` alone, and able to start mid-epoch.
+
+    ``draws=None``: ``0 .. n-1`` in order (the stateful streams' windows). ``draws=N``: ``N``
+    offsets drawn with replacement from ``0 .. n-1`` (random windows), from a generator seeded by
+    ``(seed, epoch, rank)``, never from torch's global one. So the order of an epoch can be rebuilt
+    after a restart, and :meth:`resume_at` makes the next pass over ``epoch`` skip the batches a
+    killed run had already trained on. Lightning calls :meth:`set_epoch` before every epoch.
+    """
+
+    def __init__(
+        self, n: int, draws: int | None = None, seed: int = 0, rank: int = 0, batch_size: int = 1, steps: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.n, self.draws, self.seed, self.rank, self.batch_size = n, draws, seed, rank, batch_size
+        self.steps = steps  # the trainer's step count: one batch is one step
+        self.epoch, self.start_step = 0, 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) of a restored run
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.start_step = self.steps() - self.skipped()
+
+    def position(self) -> dict[str, int]:
+        """``{"epoch", "batches"}``: how far training has read into this epoch, for a checkpoint."""
+        return {"epoch": self.epoch, "batches": self.steps() - self.start_step}
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self._resume = (epoch, batches)
+
+    def skipped(self) -> int:
+        """Batches the next pass leaves out (a restored run's progress in this epoch), 0 otherwise."""
+        return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
+
+    def __len__(self) -> int:
+        return self.draws if self.draws is not None else self.n
+
+    def __iter__(self) -> Iterator[int]:
+        skip = self.skipped() * self.batch_size
+        self._resume = None
+        if self.draws is None:
+            return iter(range(skip, self.n))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank)
+        return iter(torch.randint(self.n, (self.draws,), generator=generator)[skip:].tolist())

@@ -13,12 +13,12 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from charrnn.core.corpora import load_corpus
 from charrnn.core.errors import checked
 from charrnn.core.vocab import Vocabulary
-from charrnn.core.windows import RandomWindows, StreamWindows, check_batching, check_split, check_windows, cut_splits
+from charrnn.core.windows import EpochSampler, RandomWindows, StreamWindows, check_batching, check_split, check_windows, cut_splits
 
 
 class CharDataModule(L.LightningDataModule):
@@ -37,6 +37,7 @@ class CharDataModule(L.LightningDataModule):
         errors: str = "strict",
         max_chars: int | None = None,
         one_hot: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size, self.seq_len = check_windows(batch_size, seq_len)
@@ -47,6 +48,11 @@ class CharDataModule(L.LightningDataModule):
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
         self.corpus, self.path, self.encoding, self.errors = corpus, path, encoding, errors
         self.max_chars, self.one_hot = max_chars, one_hot
+        # The run's seed: random batching draws from it, never from torch's global generator.
+        self.seed = checked("seed", seed, integer=True, low=0)
+        self.train_sampler: EpochSampler | None = None
+        self.epoch_start_step = 0
+        self.restored: dict[str, int] | None = None  # where a checkpoint's epoch stood
         self.text: str | None = None
         self.vocab: Vocabulary | None = None
         self.tokens: Tensor | None = None
@@ -66,7 +72,10 @@ class CharDataModule(L.LightningDataModule):
         self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+        # A private generator: every pass over a DataLoader draws a seed, which must not move
+        # torch's global generator (dropout's), so a resumed run draws what an uninterrupted one does.
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=generator, **kwargs)
 
     def _ranks(self) -> tuple[int, int]:
         """``(global_rank, world_size)`` of the attached trainer; ``(0, 1)`` without one."""
@@ -79,17 +88,28 @@ class CharDataModule(L.LightningDataModule):
         return self._loader(dataset, batch_size=None, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        tokens = self.splits["train"]
+        tokens, (rank, world) = self.splits["train"], self._ranks()
         if self.batching == "random":
-            rank, world = self._ranks()
-            dataset = RandomWindows(tokens, self.seq_len)
+            dataset: Dataset = RandomWindows(tokens, self.seq_len)
             # One epoch reads about as many characters as one stateful pass over the split (all ranks together).
-            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
-            # Under DDP every rank has the same global seed: give each its own stream of offsets.
-            generator = torch.Generator().manual_seed(torch.initial_seed() + rank) if world > 1 else None
-            sampler = RandomSampler(dataset, replacement=True, num_samples=batches * self.batch_size, generator=generator)
-            return self._loader(dataset, batch_size=self.batch_size, sampler=sampler)
-        return self._streams("train")
+            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))  # type: ignore[attr-defined]
+            draws, kwargs = batches * self.batch_size, {"batch_size": self.batch_size}
+        else:
+            dataset = StreamWindows(tokens, self.batch_size, self.seq_len, rank=rank, world_size=world)
+            draws, kwargs = None, {"batch_size": None}
+        steps = lambda: int(self.trainer.global_step) if self.trainer is not None else 0  # noqa: E731
+        sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=rank, batch_size=kwargs["batch_size"] or 1, steps=steps)
+        if self.restored:
+            sampler.resume_at(self.restored["epoch"], self.restored["batches"])
+        self.train_sampler = sampler
+        return self._loader(dataset, sampler=sampler, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training epoch stands; Lightning puts it in every checkpoint."""
+        return self.train_sampler.position() if self.train_sampler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = {"epoch": int(state["epoch"]), "batches": int(state["batches"])} if state else None
 
     def val_dataloader(self) -> DataLoader:
         return self._streams("val")

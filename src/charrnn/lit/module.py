@@ -74,6 +74,7 @@ class CharRNNModule(L.LightningModule):
         self._train_state: Hidden | None = None
         self._eval_state: Hidden | None = None
         self._eval_sums: Tensor | None = None
+        self._restored_state: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name around every hook, dozens of times per step, and the
@@ -90,10 +91,19 @@ class CharRNNModule(L.LightningModule):
         return self.model(x, h)
 
     def on_train_epoch_start(self) -> None:
-        self._train_state = None
+        self._train_state = None  # (Lightning does not call this when it resumes mid-epoch)
+
+    def _take_restored_state(self) -> None:
+        """A run resumed mid-epoch continues the streams with the state they carried at the checkpoint."""
+        restored, self._restored_state = self._restored_state, None
+        if restored is not None and restored["epoch"] == self.current_epoch:
+            parts = [t[self.global_rank].to(self.device) for t in restored["state"]]
+            self._train_state = tuple(parts) if len(parts) == 2 else parts[0]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, targets = batch
+        if self._restored_state is not None:
+            self._take_restored_state()
         state = detach_hidden(self._train_state) if self.stateful else None
         logits, state = self.model(inputs, state)
         if self.stateful:
@@ -118,13 +128,23 @@ class CharRNNModule(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Dropout and random batching draw from torch's generator: a resumed run continues the
-        # same random stream as an uninterrupted one. A uint8 tensor: safe for weights_only loads.
+        # Dropout draws from torch's generators: a resumed run continues the same random stream as
+        # an uninterrupted one. uint8 tensors and plain lists: safe for weights_only loads.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
+        if self.stateful and self._train_state is not None:
+            # The state the streams carry into the next batch, for every rank: (ranks, layers, batch, hidden).
+            parts = self._train_state if isinstance(self._train_state, tuple) else (self._train_state,)
+            gathered = [self.all_gather(t.detach()) if self.trainer.world_size > 1 else t.detach().unsqueeze(0) for t in parts]
+            checkpoint["carried_state"] = {"epoch": self.current_epoch, "state": [t.cpu() for t in gathered]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        self._restored_state = checkpoint.get("carried_state")
 
     # --- evaluation over whole splits ---------------------------------------------------------
 
