@@ -11,6 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Bounded threads: under `pytest -n N` each worker, and every CLI subprocess it starts, takes its
+# share of the cores instead of all of them (16 workers x 16 torch threads hung a 16-core machine).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = str(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // WORKERS))
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, THREADS)
+
 # A small, learnable text: a few short lines repeated with variation (about 6 kB).
 TINY_TEXT = "".join(f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n" for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40))
 

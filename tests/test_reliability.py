@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     last = (files["run"] / "checkpoints" / "last.ckpt").read_bytes()
     (root / "truncated.ckpt").write_bytes(last[: len(last) // 2])
     write_evil_checkpoint(root / "evil.ckpt", root / "PWNED")
+    for key, name, text in (("BAD_CONFIG", ".hydra/config.yaml", "model: [unclosed\n  : :"), ("BAD_RECORD", "run.json", '{"status": "runn')):
+        files[key] = root / key.lower()
+        shutil.copytree(files["run"], files[key])
+        (files[key] / name).write_text(text)
     return files
 
 
@@ -96,6 +101,21 @@ BAD_INPUTS = [
     ("vocab mismatch", ["RUN_LAST", "data=hello"], ["vocabulary"]),
     ("model mismatch", ["RUN_LAST", "model.hidden_size=32"], ["different model", "hidden_size"]),
     ("resume a non-run", ["resume=adir"], ["not a run directory"]),
+    ("lr nan", ["optim.lr=nan"], ["optim.lr", "finite"]),
+    ("lr inf", ["optim.lr=inf"], ["optim.lr", "finite"]),
+    ("weight decay < 0", ["optim.weight_decay=-1"], ["optim.weight_decay"]),
+    ("seed < 0", ["seed=-1"], ["seed", "[0, 4294967295]"]),
+    ("dropout nan", ["model.dropout=nan"], ["model.dropout", "finite"]),
+    ("split nan", ["data.split=[0.9,nan,0.05]"], ["data.split", "finite"]),
+    ("warmup < 0", ["scheduler.warmup_steps=-1"], ["scheduler.warmup_steps"]),
+    ("temperature 0", ["sample.temperature=0"], ["sample.temperature", "greater than 0"]),
+    ("max_chars 0", ["data.max_chars=0"], ["data.max_chars"]),
+    ("val interval 0", ["trainer.val_check_interval=0"], ["trainer.val_check_interval"]),
+    ("log interval 0", ["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps"]),
+    ("run dir cannot be made", ["hydra.run.dir=/proc/charrnn-run"], ["cannot write", "hydra.run.dir="]),
+    ("run dir under a file", ["hydra.run.dir=tiny.txt/run"], ["cannot write", "not a directory"]),
+    ("resume: damaged config", ["resume=BAD_CONFIG"], ["damaged", "config.yaml"]),
+    ("resume: damaged run.json", ["resume=BAD_RECORD"], ["damaged", "run.json"]),
 ]
 
 
@@ -104,6 +124,8 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words):
     root, run = workspace["root"], workspace["run"]
     before = snapshot(run)
     args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o for o in overrides]
+    args = [f"resume={workspace[a.split('=')[1]]}" if a in ("resume=BAD_CONFIG", "resume=BAD_RECORD") else a for a in args]
+    damaged = {k: snapshot(workspace[k]) for k in ("BAD_CONFIG", "BAD_RECORD")}
     if not any(a.startswith("data=") for a in args):
         args = data(str(workspace["corpus"])) + args
     proc = run_cli([*TINY_RUN, *args], cwd=root)
@@ -116,6 +138,8 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words):
         assert word in lines[0], lines[0]
     assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout  # no training work began
     assert snapshot(run) == before
+    for key, files in damaged.items():  # a refused resume adds only its own .hydra/resume-<id>/ record
+        assert {k: v for k, v in snapshot(workspace[key]).items() if not k.startswith(".hydra/resume-")} == files
     assert not (root / "PWNED").exists()
 
 

@@ -37,13 +37,14 @@ def lr_curve(run: Path) -> dict[int, float]:
 
 
 def kill_and_resume(args: list[str], cwd: Path, sig: signal.Signals, delay: float) -> tuple[Path, subprocess.CompletedProcess]:
-    """Start a run, send ``sig`` ``delay`` s after its first checkpoint, resume it."""
+    """Start a run, send ``sig`` ``delay`` s after its first checkpoint (SIGKILL) or the start of fit, resume it."""
     exe = Path(sys.executable).parent / "charrnn-train"
     cwd.mkdir()
     child = subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 120
-    ready = "outputs/runs/*/*/checkpoints/last.ckpt"  # training is under way (a signal during start-up is not handled yet)
+    # SIGKILL needs a checkpoint to resume from; SIGTERM and SIGINT may come as soon as fit started.
+    ready = "outputs/runs/*/*/checkpoints/last.ckpt" if sig == signal.SIGKILL else "outputs/runs/*/*/tensorboard/events.*"
     while not list(cwd.glob(ready)) and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(delay)
@@ -86,3 +87,75 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
         assert lr_curve(run) == expected_lr, f"{sig.name} after {delay:.2f}s: the learning rate did not continue"
     assert tally, "every run finished before it could be stopped"
     print(f"\n{batching}: {sum(s for *_, s in tally)}/{len(tally)} identical: {tally}")
+
+
+def finished_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+    proc = run_cli(["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=14", *extra], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return only_run_dir(tmp_path), corpus
+
+
+def test_a_second_resume_of_a_training_run_is_refused(tmp_path):
+    run, _ = finished_run(tmp_path)
+    exe = Path(sys.executable).parent / "charrnn-train"
+    first = subprocess.Popen([str(exe), f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while json.loads((run / "run.json").read_text()).get("status") != "running" and time.time() < deadline:
+            time.sleep(0.1)
+        second = run_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1 and "being trained by another process" in lines[0], second.stderr[-2000:]
+    finally:
+        first.send_signal(signal.SIGKILL)  # a crash frees the lock
+        first.wait()
+    again = run_cli([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_resuming_onto_a_changed_corpus_needs_consent(tmp_path):
+    run, corpus = finished_run(tmp_path)
+    old = json.loads((run / "run.json").read_text())["corpus"]["sha256"]
+    lines = TINY_TEXT.splitlines(keepends=True)
+    corpus.write_text("".join(lines[1:] + lines[:1]))  # the same characters, another text
+    refused = run_cli([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
+    assert refused.returncode == 2 and old in refused.stderr and "allow_corpus_change=true" in refused.stderr, refused.stderr[-2000:]
+    assert len(refused.stderr.strip().splitlines()) == 1
+    allowed = run_cli([f"resume={run}", "trainer.max_steps=21", "allow_corpus_change=true"], cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+def test_a_resumed_time_budget_continues_its_learning_rate_to_the_floor(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+    args = ["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=-1", "trainer.max_time=00:00:00:08",
+            "scheduler.max_seconds=8", "scheduler.warmup_steps=0", "scheduler.min_lr_ratio=0.1", "trainer.log_every_n_steps=1"]
+    run, resumed = kill_and_resume(args, tmp_path / "budget", signal.SIGTERM, 3.0)
+    assert resumed is not None, "the run ended before the stop"
+    curve = sorted(lr_curve(run).items())
+    lrs = [lr for _, lr in curve]
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:])), "the learning rate jumped up after the resume"
+    # At the floor (0.1 of the peak) give or take the last logged steps before trainer.max_time ends it;
+    # a schedule restarted on resume ends near a third of the peak instead.
+    assert 0.1 * lrs[0] * (1 - 1e-6) <= lrs[-1] < 0.15 * lrs[0], (lrs[0], lrs[-1])
+
+
+def test_a_sigterm_ends_a_sweep_non_zero_and_records_the_stop(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+    exe = Path(sys.executable).parent / "charrnn-train"
+    args = ["-m", "data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=100000", "optim.lr=1e-3,3e-3"]
+    child = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143, stderr[-2000:]
+    (job,) = tmp_path.glob("outputs/multirun/*/*/0_*")
+    assert json.loads((job / "run.json").read_text())["status"] == "stopped"
+    assert not list(tmp_path.glob("outputs/multirun/*/*/1_*"))  # the stop ended the sweep
+    assert stderr.strip().splitlines()[-1].startswith("charrnn-train: stopped by SIGTERM")

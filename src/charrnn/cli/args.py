@@ -24,8 +24,13 @@ def parse_kv(args: Sequence[str], spec: dict[str, Callable[[str, str], Any]], us
 
     ``spec`` maps each allowed key to a converter ``(key, text) -> value``.
     """
-    positional = [a for a in args if "=" not in a]
-    pairs = [a for a in args if "=" in a]
+    # key=value only for a known key: any other argument is the path, '=' and spaces included.
+    pairs = [a for a in args if "=" in a and a.partition("=")[0].lstrip("+") in spec]
+    positional = [a for a in args if a not in pairs]
+    for arg in positional:
+        key = arg.partition("=")[0].lstrip("+")
+        if "=" in arg and key.isidentifier() and not Path(arg).expanduser().exists():
+            raise UserError(f"unknown key {key!r}; the keys are {', '.join(spec)}")
     if not positional:
         raise UserError(f"missing the run directory or .ckpt file; {usage.splitlines()[0]}")
     if len(positional) > 1:
@@ -34,8 +39,6 @@ def parse_kv(args: Sequence[str], spec: dict[str, Callable[[str, str], Any]], us
     for pair in pairs:
         key, _, text = pair.partition("=")
         key = key.lstrip("+")  # tolerate Hydra's "+key=value" spelling
-        if key not in spec:
-            raise UserError(f"unknown key {key!r}; the keys are {', '.join(spec)}")
         values[key] = spec[key](key, text)
     return positional[0], values
 

@@ -26,6 +26,7 @@ from charrnn.cli.checks import check_run
 from charrnn.cli.jobs import JobFailed, SweepRefused, launcher_target, share_machine
 from charrnn.cli.record import RunRecord, corpus_info, write_json
 from charrnn.core.errors import UserError
+from charrnn.core.files import storage_error
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.module import CharRNNModule
 from charrnn.lit.stop import StopOnSignal, Stopped
@@ -80,7 +81,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
     writer.close()
 
 
-def train(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> float:
+def train(cfg: DictConfig, checkpoint: dict[str, Any] | None, stopper: StopOnSignal) -> float:
     """Train one model as the settled ``cfg`` says, from ``checkpoint`` if given; returns the best val bpc."""
     out = Path(cfg.output_dir)
     datamodule = build(cfg.data, seed=cfg.seed)
@@ -101,7 +102,7 @@ def train(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> float:
         if checkpoint is not None:
             rundir.check_resume_matches(checkpoint, vocab.chars, model.config(), str(cfg.ckpt_path))
         module = build(cfg.module, model=model, vocab=vocab, stateful=datamodule.batching == "stateful")
-        return fit_and_test(cfg, out, record, checkpoint, datamodule, module)
+        return fit_and_test(cfg, out, record, checkpoint, datamodule, module, stopper)
     except Stopped as e:
         record.finish("stopped", stopped_by=e.signal_name, global_step=e.step, checkpoint=e.checkpoint)
         raise
@@ -110,11 +111,13 @@ def train(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> float:
         raise
 
 
-def fit_and_test(cfg: DictConfig, out: Path, record: RunRecord, checkpoint: dict[str, Any] | None, datamodule: Any, module: CharRNNModule) -> float:
+def fit_and_test(
+    cfg: DictConfig, out: Path, record: RunRecord, checkpoint: dict[str, Any] | None, datamodule: Any, module: CharRNNModule, stopper: StopOnSignal
+) -> float:
     """Trainer; fit; test the best checkpoint; write metrics.json and print the summary."""
     loggers = [build(c) for c in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [build(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    callbacks.append(StopOnSignal())
+    callbacks.append(stopper)
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
     log_hparams(trainer, cfg)
 
@@ -189,8 +192,8 @@ def main(cfg: DictConfig) -> float:
         cfg, checkpoint = rundir.settle(cfg)  # first: every check below sees the config the run trains with
         check_run(cfg)
         share_machine(cfg)
-        with rundir.lock_run(out):
-            return train(cfg, checkpoint)
+        with rundir.lock_run(out), StopOnSignal().handling() as stopper:
+            return train(cfg, checkpoint, stopper)
     except Stopped as e:
         print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
@@ -206,6 +209,10 @@ def main(cfg: DictConfig) -> float:
     except Exception as e:
         import traceback
 
+        if (storage := storage_error(e)) is not None:  # a full disk or an unwritable dir is the user's to fix
+            print(f"{PROG}: error: {storage}", file=sys.stderr)
+            record_failure(record_to, f"{PROG}: error: {storage}")
+            sys.exit(2)
         first = " ".join(str(e).split())[:400]  # the whole message on the first line (Hydra's span several)
         message = f"{PROG}: failed: {type(e).__name__}: {first}"
         record_failure(record_to, f"{message}\n\n{traceback.format_exc()}")
@@ -247,6 +254,13 @@ def cli() -> None:
     except JobFailed as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except OSError as e:
+        # Hydra makes the run dir before the job starts: a place that cannot be written is the user's to fix.
+        storage = storage_error(e, fix="set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place", creating=True)
+        if storage is None:
+            raise
+        print(f"{PROG}: error: {storage}", file=sys.stderr)
+        raise SystemExit(2) from None
     except HydraException as e:
         hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
         print(f"{PROG}: error: {hydra_error_line(e)}; {hint}", file=sys.stderr)

@@ -126,15 +126,17 @@ def _download(url: str, dest: Path, sha256: str) -> None:
 
 
 def load_corpus(name: str, path: str | None = None, encoding: str = "utf-8", errors: str = "strict", max_chars: int | None = None) -> str:
-    """Text of the corpus ``name`` (``hello``, ``text``, ``shakespeare`` or ``stdlib``)."""
+    """Text of the corpus ``name`` (``hello``, ``text``, ``shakespeare`` or ``stdlib``), cut to its first ``max_chars``."""
     if name == "hello":
         return HELLO
     if name == "text":
         if not path:
             raise CorpusError("data=text needs a file: pass data.path=PATH/TO/FILE.txt")
-        return read_text_file(path, encoding, errors)
-    if name == "shakespeare":
-        return shakespeare_text(path)
-    if name == "stdlib":
-        return read_text_file(path, encoding, errors) if path else stdlib_text(max_chars or STDLIB_MAX_CHARS)
-    raise CorpusError(f"unknown corpus {name!r}; choose one of hello, text, shakespeare, stdlib")
+        text = read_text_file(path, encoding, errors)
+    elif name == "shakespeare":
+        text = shakespeare_text(path)
+    elif name == "stdlib":
+        text = read_text_file(path, encoding, errors) if path else stdlib_text(max_chars or STDLIB_MAX_CHARS)
+    else:
+        raise CorpusError(f"unknown corpus {name!r}; choose one of hello, text, shakespeare, stdlib")
+    return text[:max_chars] if max_chars else text

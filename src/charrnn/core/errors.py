@@ -16,7 +16,10 @@ class UserError(ValueError):
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    lo, hi = f"{low:g}" if low is not None else "", f"{high:g}" if high is not None else ""
+    def show(x: float | None) -> str:
+        return "" if x is None else str(x) if isinstance(x, int) else f"{x:g}"
+
+    lo, hi = show(low), show(high)
     if high is None:
         return f"greater than {lo}" if low_open else f"at least {lo}"
     if low is None:

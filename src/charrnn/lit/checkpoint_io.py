@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from charrnn.core.checkpoint import read_checkpoint
-from charrnn.core.files import atomic_write
+from charrnn.core.files import atomic_write, storage_error
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -20,7 +20,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        try:
+            atomic_write(path, lambda f: torch.save(checkpoint, f))
+        except (OSError, RuntimeError) as e:
+            raise (storage_error(e, path) or e) from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)

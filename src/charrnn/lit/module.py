@@ -33,7 +33,7 @@ def detach_hidden(h: Hidden | None) -> Hidden | None:
     return h.detach()
 
 
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_state", "_eval_state"})
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_state", "_eval_state", "_bad_step"})
 
 
 class CharRNNModule(L.LightningModule):
@@ -75,6 +75,7 @@ class CharRNNModule(L.LightningModule):
         self._eval_state: Hidden | None = None
         self._eval_sums: Tensor | None = None
         self._restored_state: dict[str, Any] | None = None
+        self._bad_step: Tensor | None = None  # first step with a non-finite loss, on the device
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name around every hook, dozens of times per step, and the
@@ -109,17 +110,27 @@ class CharRNNModule(L.LightningModule):
         if self.stateful:
             self._train_state = state
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            # Stop before the optimizer writes NaNs into the weights; the last checkpoint stays good.
-            raise UserError(
-                f"the training loss became {loss.item()} at step {self.global_step}; lower optim.lr or set trainer.gradient_clip_val, "
-                f"then resume from the last good checkpoint (checkpoints/last.ckpt) or start again"
-            )
+        self._note_nonfinite(loss)
         # self.log costs more than a whole step of a tiny model, so call it only on the steps the
         # logger writes (every trainer.log_every_n_steps); the progress bar shows that value.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self._raise_if_nonfinite()
             self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
         return loss
+
+    def _note_nonfinite(self, loss: Tensor) -> None:
+        """Remember, on the device, the first step whose loss was NaN or infinite: no wait for the GPU here."""
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._bad_step = torch.where(torch.isfinite(loss.detach()) | (self._bad_step >= 0), self._bad_step, self.global_step)
+
+    def _raise_if_nonfinite(self) -> None:
+        """Read the flag (one wait for the device): on logging steps, before validation and before any checkpoint."""
+        if self._bad_step is not None and (step := int(self._bad_step.item())) >= 0:
+            raise UserError(
+                f"the training loss became NaN or infinite at step {step}; lower optim.lr or set trainer.gradient_clip_val, "
+                f"then resume from the last good checkpoint (checkpoints/last.ckpt) or start again"
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Ending through should_stop (not by running out of steps) makes Lightning validate once
@@ -128,6 +139,7 @@ class CharRNNModule(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_nonfinite()  # never a checkpoint of weights a NaN loss has reached
         # Dropout draws from torch's generators: a resumed run continues the same random stream as
         # an uninterrupted one. uint8 tensors and plain lists: safe for weights_only loads.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
@@ -169,6 +181,7 @@ class CharRNNModule(L.LightningModule):
         return metrics
 
     def on_validation_epoch_start(self) -> None:
+        self._raise_if_nonfinite()
         self._eval_start()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

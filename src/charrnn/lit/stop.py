@@ -8,10 +8,11 @@ the current optimizer step, write ``last.ckpt`` (atomically, as every checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -29,25 +30,37 @@ class Stopped(Exception):
 
 
 class StopOnSignal(Callback):
-    """Handle SIGTERM and SIGINT during fit (replacing Lightning's SIGTERM handling there)."""
+    """Handle SIGTERM and SIGINT for a whole run: ``with stopper.handling(): ...`` around it.
+
+    A signal that comes before training is under way stops it at its first step. Lightning installs
+    its own SIGTERM handler when fit starts (it would end fit with exit code 0), so the handler is
+    installed again as training starts.
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         self.received = signum
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+    def _install(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
+    @contextlib.contextmanager
+    def handling(self) -> Iterator["StopOnSignal"]:
+        previous = self._install()
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         received = self.received
