@@ -254,6 +254,10 @@ def cli() -> None:
     except JobFailed as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except HydraException as e:
+        hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
+        print(f"{PROG}: error: {hydra_error_line(e)}; {hint}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as e:
         # Hydra makes the run dir before the job starts: a place that cannot be written is the user's to fix.
         storage = storage_error(e, fix="set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place", creating=True)
@@ -261,11 +265,6 @@ def cli() -> None:
             raise
         print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
-    except HydraException as e:
-        hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
-        print(f"{PROG}: error: {hydra_error_line(e)}; {hint}", file=sys.stderr)
-        raise SystemExit(2) from None
-
 
 if __name__ == "__main__":
     cli()

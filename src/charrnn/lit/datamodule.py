@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from charrnn.core.corpora import load_corpus
-from charrnn.core.errors import checked
+from charrnn.core.errors import UserError, checked
 from charrnn.core.vocab import Vocabulary
 from charrnn.core.windows import EpochSampler, RandomWindows, StreamWindows, check_batching, check_split, check_windows, cut_splits
 
@@ -70,6 +70,12 @@ class CharDataModule(L.LightningDataModule):
         self.vocab = Vocabulary.from_text(self.text)
         self.tokens = self.vocab.encode(self.text)
         self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
+        for name, part in self.splits.items():  # fewer streams than asked would be taken silently
+            if len(part) - 1 < self.batch_size and (name != "train" or self.batching == "stateful"):
+                raise UserError(
+                    f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={self.batch_size} streams; "
+                    f"lower data.batch_size, or give {name} a larger data.split fraction"
+                )
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         # A private generator: every pass over a DataLoader draws a seed, which must not move
