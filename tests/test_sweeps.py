@@ -111,7 +111,9 @@ def test_launcher_search_and_trainer_configs_compose(tmp_path):
             return compose(config_name="train", overrides=[f"output_dir={tmp_path}", *overrides], return_hydra_config=True)
 
     slurm = composed("hydra/launcher=slurm").hydra.launcher
-    assert slurm._target_.endswith("SlurmLauncher") and (slurm.gpus_per_node, slurm.tasks_per_node, slurm.nodes) == (1, 1, 1)
+    # GPUs follow the trainer (null), no memory request: the preset schedules on any node (issue 11)
+    assert slurm._target_.endswith("SlurmLauncher") and (slurm.gpus_per_node, slurm.tasks_per_node, slurm.nodes) == (None, 1, 1)
+    assert slurm.mem_gb is None
     assert {"partition", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism"} <= set(slurm)
     parallel = composed("hydra/launcher=parallel", "hydra.launcher.n_jobs=3").hydra.launcher
     assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 3

@@ -1,10 +1,11 @@
 """``charrnn-report SWEEP_DIR``: one row per job of a Hydra sweep, best validation bpc first.
 
-A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status is ``done`` when it wrote
-``metrics.json``, ``failed`` when it wrote ``error.txt`` (or ``run.json`` / its Hydra job log says
-it failed), else ``running``; running and failed jobs are read from their TensorBoard scalars so
-far. Prints a table and writes ``report.md``, ``report.csv`` and ``report.png`` (val/bpc against
-each swept parameter, and the validation curves) into the sweep directory.
+A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status: ``done`` (``metrics.json``),
+``cancelled`` (its ``error.txt`` says so: the SLURM launcher's record), ``failed`` (any other ``error.txt``,
+or ``run.json`` / the Hydra job log says so), ``stopped`` (``run.json``: by a signal), else ``running``;
+unfinished jobs are read from their TensorBoard scalars so far, and listed with their reason and SLURM log.
+Prints a table and writes ``report.md``, ``report.csv`` and ``report.png`` (val/bpc against each swept
+parameter, and the validation curves) into the sweep directory.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 import yaml
 
-STATUS_ORDER = {"done": 0, "running": 1, "failed": 2}
+STATUS_ORDER = {"done": 0, "running": 1, "stopped": 2, "cancelled": 3, "failed": 4}
+UNFINISHED = ("stopped", "cancelled", "failed")  # listed with their reason and log
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Job:
     wall: float | None = None
     checkpoint: str = ""
     error: str = ""
+    log: str = ""
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -78,6 +81,44 @@ def log_error(job_dir: Path) -> str:
     return ""
 
 
+def submitit_log(path: Path) -> str:
+    """A submitit job's log, ``<sweep>/.submitit/<id>/<id>_0_log.err`` (the id from ``.hydra/hydra.yaml``), or ""."""
+    try:
+        job_id = str(yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return ""
+    log = path.parent / ".submitit" / job_id / f"{job_id}_0_log.err"
+    return str(log) if re.fullmatch(r"[\w.-]+", job_id) and log.is_file() else ""
+
+
+def read_unfinished(job: Job, run: dict[str, Any]) -> None:
+    """Status, reason and log of a job without metrics.json, and its figures so far."""
+    path, error_file = job.path, job.path / "error.txt"
+    if error_file.is_file():
+        first = (error_file.read_text(errors="replace").strip().splitlines() or ["(empty error.txt)"])[0]
+        job.status = "cancelled" if first.startswith("charrnn-train: cancelled:") else "failed"
+        job.error, _, job.log = first.partition("; log: ")
+    elif run.get("status") == "failed" or log_error(path):
+        job.status, job.error = "failed", run.get("error") or log_error(path)
+    elif run.get("status") == "stopped":
+        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: charrnn-train resume={path}"
+    job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
+    if job.status == "cancelled" and run.get("status") == "stopped":  # it caught SLURM's SIGTERM
+        job.error += f"; stopped at step {run.get('global_step', '?')} with last.ckpt"
+    if job.status in UNFINISHED and not job.log:
+        job.log = submitit_log(path)
+    if job.curve:
+        job.best, job.final = min(v for _, v in job.curve), job.curve[-1][1]
+        job.steps = job.curve[-1][0] + 1
+    best = sorted((path / "checkpoints").glob("best-*.ckpt"))
+    job.checkpoint = str(best[-1]) if best else ""
+    config = path / ".hydra" / "config.yaml"
+    if run.get("wall_seconds") is not None:
+        job.wall = float(run["wall_seconds"])
+    elif config.exists():
+        job.wall = (error_file.stat().st_mtime if error_file.is_file() else time.time()) - config.stat().st_mtime
+
+
 def read_job(path: Path) -> Job:
     raw = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = dict(str(o).partition("=")[::2] for o in raw)
@@ -91,23 +132,7 @@ def read_job(path: Path) -> Job:
         job.epochs, job.steps = metrics.get("epochs"), metrics.get("global_step")
         job.wall, job.checkpoint = metrics.get("wall_seconds"), metrics.get("best_checkpoint") or ""
     else:
-        error_file = path / "error.txt"
-        if error_file.is_file():
-            job.status, job.error = "failed", (error_file.read_text(errors="replace").strip().splitlines() or ["(empty error.txt)"])[0]
-        elif run.get("status") == "failed" or log_error(path):
-            job.status, job.error = "failed", run.get("error") or log_error(path)
-        job.error = re.sub(r"^charrnn-train: (error|failed): ", "", job.error)
-        if job.curve:
-            job.best, job.final = min(v for _, v in job.curve), job.curve[-1][1]
-            job.steps = job.curve[-1][0] + 1
-        best = sorted((path / "checkpoints").glob("best-*.ckpt"))
-        job.checkpoint = str(best[-1]) if best else ""
-        started = (path / ".hydra" / "config.yaml").stat().st_mtime if (path / ".hydra" / "config.yaml").exists() else None
-        ended = run.get("wall_seconds")
-        if ended is not None:
-            job.wall = float(ended)
-        elif started is not None:
-            job.wall = ((error_file.stat().st_mtime if error_file.is_file() else time.time()) - started)
+        read_unfinished(job, run)
     job.best = None if job.best is None or math.isnan(float(job.best)) else float(job.best)
     return job
 
@@ -115,7 +140,7 @@ def read_job(path: Path) -> Job:
 def find_jobs(sweep: Path) -> list[Job]:
     dirs = [p for p in sorted(sweep.iterdir()) if (p / ".hydra" / "overrides.yaml").is_file()]
     jobs = [read_job(p) for p in dirs]
-    jobs.sort(key=lambda j: (STATUS_ORDER[j.status] == 2, j.best is None, j.best if j.best is not None else 0.0, j.num))
+    jobs.sort(key=lambda j: (j.status in ("failed", "cancelled"), j.best is None, j.best if j.best is not None else 0.0, j.num))
     return jobs
 
 
@@ -127,11 +152,7 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def short_path(path: str, job_dir: Path) -> str:
@@ -155,14 +176,16 @@ def write_markdown(path: Path, sweep: Path, header: list[str], table: list[list[
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = [f"# Sweep report: {sweep}", "", f"{len(jobs)} jobs: " + ", ".join(f"{sum(j.status == s for j in jobs)} {s}" for s in STATUS_ORDER), ""]
+    counts = {s: sum(j.status == s for j in jobs) for s in STATUS_ORDER}
+    shown = [s for s in STATUS_ORDER if counts[s] or s in ("done", "running", "failed")]
+    lines = [f"# Sweep report: {sweep}", "", f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, row in zip(jobs, table):
         row = row[:-1] + [short_path(job.checkpoint, sweep) if job.checkpoint else "-"]
         lines.append("| " + " | ".join(cell(c) for c in row) + " |")
-    failed = [j for j in jobs if j.status == "failed"]
+    failed = [j for j in jobs if j.status in UNFINISHED]
     if failed:
-        lines += ["", "## Failed jobs", ""] + [f"- job {j.num} (`{j.path.name}`): {j.error}" for j in failed]
+        lines += ["", "## Failed jobs", ""] + [f"- job {j.num} (`{j.path.name}`) {j.status}: {j.error}" + (f"; log: `{j.log}`" if j.log else "") for j in failed]
     lines += ["", "![val/bpc by parameter and validation curves](report.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -170,13 +193,13 @@ def write_markdown(path: Path, sweep: Path, header: list[str], table: list[list[
 def write_csv(path: Path, keys: list[str], jobs: list[Job]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", "dir", *keys, "status", "best_val_bpc", "final_val_bpc", "epochs", "steps", "wall_seconds", "checkpoint", "error", "overrides"])
+        writer.writerow(["job", "dir", *keys, "status", "best_val_bpc", "final_val_bpc", "epochs", "steps", "wall_seconds", "checkpoint", "error", "log", "overrides"])
         for j in jobs:
             writer.writerow([
                 j.num, j.path.name, *(j.overrides.get(k, "") for k in keys), j.status,
                 "" if j.best is None else j.best, "" if j.final is None else j.final,
                 "" if j.epochs is None else j.epochs, "" if j.steps is None else j.steps,
-                "" if j.wall is None else round(j.wall, 3), j.checkpoint, j.error,
+                "" if j.wall is None else round(j.wall, 3), j.checkpoint, j.error, j.log,
                 " ".join(f"{k}={v}" for k, v in j.overrides.items()),
             ])
 
@@ -204,7 +227,7 @@ def write_plot(path: Path, keys: list[str], jobs: list[Job], title: str) -> None
     for ax, key in zip(flat, keys):
         values = [j.overrides.get(key, "") for j in scored]
         numbers = [as_number(v) for v in values]
-        colors = ["tab:red" if j.status == "failed" else "tab:blue" if j.status == "done" else "tab:orange" for j in scored]
+        colors = ["tab:red" if j.status in ("failed", "cancelled") else "tab:blue" if j.status == "done" else "tab:orange" for j in scored]
         if len(set(values)) > 6 and all(n is not None for n in numbers):  # a continuous search (optuna): a numeric axis
             xs: list[float] = [float(n) for n in numbers if n is not None]
             if min(xs) > 0 and max(xs) / min(xs) >= 10:
@@ -213,21 +236,18 @@ def write_plot(path: Path, keys: list[str], jobs: list[Job], title: str) -> None
             categories = sorted(set(values), key=lambda v: (as_number(v) is None, as_number(v) or 0.0, v))
             xs = [float(categories.index(v)) for v in values]
             ax.set_xticks(range(len(categories)), categories, rotation=30 if max(map(len, categories), default=0) > 6 else 0)
-            ax.set_xlim(-0.5, len(categories) - 0.5)
+            ax.set_xlim(-0.5, max(len(categories), 1) - 0.5)
         ax.scatter(xs, [j.best for j in scored], c=colors)
         for x, j in zip(xs, scored):
             ax.annotate(str(j.num), (x, j.best), textcoords="offset points", xytext=(5, 3), fontsize=7)
-        ax.set_xlabel(key)
-        ax.set_ylabel("best val/bpc")
+        ax.set(xlabel=key, ylabel="best val/bpc")
         ax.grid(alpha=0.3)
     curves = flat[len(keys)]
     for j in jobs:
         if j.curve:
             label = f"{j.num}: " + ", ".join(f"{k}={j.overrides.get(k, '')}" for k in keys)
             curves.plot([s for s, _ in j.curve], [v for _, v in j.curve], marker="o", markersize=3, label=label[:60])
-    curves.set_xlabel("step")
-    curves.set_ylabel("val/bpc")
-    curves.set_title("validation curves")
+    curves.set(xlabel="step", ylabel="val/bpc", title="validation curves")
     curves.grid(alpha=0.3)
     if any(j.curve for j in jobs):
         curves.legend(fontsize=7)
@@ -246,7 +266,7 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
     out = Table(title=f"sweep {sweep}", title_justify="left")
     for name in header:
         out.add_column(name, overflow="fold", justify="right" if name in ("job", "best val/bpc", "final val/bpc", "epochs", "steps", "wall s") else "left")
-    style = {"done": "", "running": "yellow", "failed": "red"}
+    style = {"done": "", "running": "yellow", "stopped": "cyan", "cancelled": "magenta", "failed": "red"}
     for job, row in zip(jobs, table):
         out.add_row(*row, style=style[job.status])
     console = Console()
@@ -254,8 +274,9 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
         console.width = max(console.width, 160)  # piped or captured: no wrapping of a narrow default
     console.print(out)
     for j in jobs:
-        if j.status == "failed":
-            console.print(f"[red]job {j.num} failed:[/red] {j.error}", markup=True, highlight=False)
+        if j.status in UNFINISHED:
+            log = f"; log: {j.log}" if j.log else ""
+            console.print(f"[{style[j.status]}]job {j.num} {j.status}:[/] {j.error}{log}", markup=True, highlight=False, soft_wrap=True)
 
 
 def report(sweep: Path) -> list[Job]:

@@ -265,6 +265,20 @@ def cli() -> None:
             raise
         print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
+    except UserError as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as e:  # submitit, in this process: a job that ended without a result (scancel, timeout), sbatch refusing
+        if not type(e).__module__.startswith("submitit."):
+            raise
+        from charrnn.cli.slurm import launch_failure_line
+
+        line = launch_failure_line(e)
+        if line is None:
+            raise
+        print(f"{PROG}: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+
 
 if __name__ == "__main__":
     cli()
