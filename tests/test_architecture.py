@@ -89,3 +89,19 @@ def test_sample_temperature_reaches_the_module():
     assert samples[0.05] != samples[3.0]
     with pytest.raises(UserError, match="sample.temperature"):
         CharRNNModule(model, vocab, optimizer=torch.optim.Adam, sample_temperature=0)
+
+
+def test_the_setattr_fast_path_still_names_a_lightning_attribute():
+    """CharRNNModule.__setattr__ skips nn.Module's bookkeeping for Lightning's `_current_fx_name`
+    (about 7.7 % of a notebook-sized step, `scripts/bench.py --only overhead`). If Lightning renames
+    that attribute the fast path silently stops applying: fail loudly here instead."""
+    import torch
+
+    from charrnn.core.model import CharRNN
+    from charrnn.core.vocab import Vocabulary
+    from charrnn.lit.module import _PLAIN_ATTRIBUTES, CharRNNModule
+
+    vocab = Vocabulary.from_text("helo")
+    module = CharRNNModule(CharRNN(len(vocab), 4), vocab, optimizer=torch.optim.Adam)
+    assert "_current_fx_name" in vars(module), "Lightning no longer sets _current_fx_name: update _PLAIN_ATTRIBUTES in lit/module.py"
+    assert {"_current_fx_name", "_train_state", "_bad_step"} <= _PLAIN_ATTRIBUTES
