@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from charrnn.cli import rundir
 from charrnn.cli.checks import check_run
 from charrnn.cli.jobs import JobFailed, SweepRefused, launcher_target, share_machine
+from charrnn.cli.lease import Lease, lease_device
 from charrnn.cli.record import RunRecord, corpus_info, write_json
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
@@ -81,7 +82,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
     writer.close()
 
 
-def train(cfg: DictConfig, checkpoint: dict[str, Any] | None, stopper: StopOnSignal) -> float:
+def train(cfg: DictConfig, checkpoint: dict[str, Any] | None, stopper: StopOnSignal, lease: Lease | None = None) -> float:
     """Train one model as the settled ``cfg`` says, from ``checkpoint`` if given; returns the best val bpc."""
     out = Path(cfg.output_dir)
     datamodule = build(cfg.data, seed=cfg.seed)
@@ -91,6 +92,8 @@ def train(cfg: DictConfig, checkpoint: dict[str, Any] | None, stopper: StopOnSig
     if checkpoint is not None:
         rundir.check_same_corpus(out, corpus, bool(cfg.get("allow_corpus_change")))
     record = RunRecord(out, cfg.seed, str(cfg.trainer.get("accelerator")), list(HydraConfig.get().overrides.task))
+    if lease is not None:  # the device slot this sweep job holds, and when (charrnn.cli.lease)
+        lease.report_to(record)
     if checkpoint is not None:
         record.update(resumed_from=str(Path(cfg.ckpt_path).resolve()))
     try:
@@ -192,8 +195,8 @@ def main(cfg: DictConfig) -> float:
         cfg, checkpoint = rundir.settle(cfg)  # first: every check below sees the config the run trains with
         check_run(cfg)
         share_machine(cfg)
-        with rundir.lock_run(out), StopOnSignal().handling() as stopper:
-            return train(cfg, checkpoint, stopper)
+        with rundir.lock_run(out), lease_device(cfg) as lease, StopOnSignal().handling() as stopper:
+            return train(cfg, checkpoint, stopper, lease)
     except Stopped as e:
         print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
