@@ -63,3 +63,10 @@ def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def tensorboard_history(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows of a run, as sorted ``(step, value)`` lists per tag: a resumed run's equals
+    an uninterrupted one's only if every step is there once (what its stopped attempt logged after its
+    checkpoint is purged) with the same value."""
+    return {tag: sorted(points) for tag, points in read_scalars(run / "tensorboard").items()}

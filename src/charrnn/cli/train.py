@@ -114,11 +114,19 @@ def train(cfg: DictConfig, checkpoint: dict[str, Any] | None, stopper: StopOnSig
         raise
 
 
+def tensorboard_purge(logger_cfg: DictConfig, checkpoint: dict[str, Any] | None) -> dict[str, int]:
+    """A resumed run's TensorBoard history has every step once: TensorBoard hides what the stopped
+    attempt logged after its checkpoint (``purge_step``), which the resumed run logs again."""
+    if checkpoint is None or not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+        return {}
+    return {"purge_step": int(checkpoint["global_step"])}  # step g-1 holds what step g logged: later ones go
+
+
 def fit_and_test(
     cfg: DictConfig, out: Path, record: RunRecord, checkpoint: dict[str, Any] | None, datamodule: Any, module: CharRNNModule, stopper: StopOnSignal
 ) -> float:
     """Trainer; fit; test the best checkpoint; write metrics.json and print the summary."""
-    loggers = [build(c) for c in cfg.logger.values()] if cfg.get("logger") else []
+    loggers = [build(c, **tensorboard_purge(c, checkpoint)) for c in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [build(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     callbacks.append(stopper)
     trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
@@ -130,8 +138,11 @@ def fit_and_test(
     final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not final_val and checkpoint is not None:
         # Resumed from a checkpoint taken at the very end (killed before the test): fit had nothing
-        # left to do, so validate the final weights here for the same figures an unbroken run reports.
+        # left to do, so validate the final weights here for the same figures an unbroken run reports;
+        # not logged, as TensorBoard already has this validation from the attempt that saved the checkpoint.
+        loggers, trainer.loggers = trainer.loggers, []
         final_val = {k: float(v) for k, v in (trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0].items()}
+        trainer.loggers = loggers
 
     # Test and sample the best checkpoint's weights, loaded explicitly (the final weights if none was kept).
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -148,7 +159,7 @@ def fit_and_test(
         "final": final_val,
         "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
         "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
+        "epochs": math.ceil(trainer.global_step / datamodule.batches_per_epoch()),  # entered; the last may be partial
         "train_chars": chars,
         "fit_seconds": round(fit_seconds, 3),
         "train_chars_per_second": round(chars / fit_seconds, 1) if fit_seconds > 0 else None,

@@ -143,31 +143,44 @@ class EpochSampler(Sampler[int]):
     ``draws=None``: ``0 .. n-1`` in order (the stateful streams' windows). ``draws=N``: ``N``
     offsets drawn with replacement from ``0 .. n-1`` (random windows), from a generator seeded by
     ``(seed, epoch, rank)``, never from torch's global one. So the order of an epoch can be rebuilt
-    after a restart, and :meth:`resume_at` makes the next pass over ``epoch`` skip the batches a
-    killed run had already trained on. Lightning calls :meth:`set_epoch` before every epoch.
+    after a restart.
+
+    Where training stands comes from the step count alone: every epoch has ``epoch_batches()``
+    batches, so step ``s`` is batch ``s % epoch_batches()`` of epoch ``s // epoch_batches()``.
+    Lightning's own epoch number is not used: a run restarted at an epoch's end counts that epoch
+    twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads the step count; on resume
+    Lightning builds the first iterator before that call, so :meth:`resume_at` places the sampler
+    first, from the checkpoint's :meth:`position`.
     """
 
     def __init__(
-        self, n: int, draws: int | None = None, seed: int = 0, rank: int = 0, batch_size: int = 1, steps: Callable[[], int] = lambda: 0
+        self, n: int, draws: int | None = None, seed: int = 0, rank: int = 0, batch_size: int = 1,
+        steps: Callable[[], int] = lambda: 0, epoch_batches: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.n, self.draws, self.seed, self.rank, self.batch_size = n, draws, seed, rank, batch_size
         self.steps = steps  # the trainer's step count: one batch is one step
+        self.epoch_batches = lambda: epoch_batches() or len(self) // batch_size  # fewer where Lightning limits an epoch
         self.epoch, self.start_step = 0, 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) of a restored run
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.start_step = self.steps() - self.skipped()
+        step = self.steps()
+        self.epoch, done = divmod(step, self.epoch_batches())
+        self._resume, self.start_step = (self.epoch, done), step - done
 
     def position(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: how far training has read into this epoch, for a checkpoint."""
         return {"epoch": self.epoch, "batches": self.steps() - self.start_step}
 
     def resume_at(self, epoch: int, batches: int) -> None:
-        self._resume = (epoch, batches)
+        """Continue from a checkpoint's :meth:`position`: ``batches`` into ``epoch``, or at the start of the
+        next epoch when that one was read to its end."""
+        if batches >= self.epoch_batches():
+            epoch, batches = epoch + 1, 0
+        self.epoch, self._resume = epoch, (epoch, batches)
 
     def skipped(self) -> int:
-        """Batches the next pass leaves out (a restored run's progress in this epoch), 0 otherwise."""
+        """Batches a pass over this epoch leaves out (a restored run's progress in it), 0 otherwise."""
         return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
 
     def __len__(self) -> int:
@@ -175,7 +188,6 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         skip = self.skipped() * self.batch_size
-        self._resume = None
         if self.draws is None:
             return iter(range(skip, self.n))
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank)

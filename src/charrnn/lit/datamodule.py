@@ -8,6 +8,7 @@ batchings (stateful and random), is :mod:`charrnn.core.windows`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import lightning as L
@@ -93,18 +94,29 @@ class CharDataModule(L.LightningDataModule):
         dataset = StreamWindows(self.splits[split], self.batch_size, self.seq_len, rank=rank, world_size=world)
         return self._loader(dataset, batch_size=None, shuffle=False)
 
-    def train_dataloader(self) -> DataLoader:
+    def _train_windows(self) -> tuple[Dataset, int | None, int]:
+        """This rank's training windows, how many the sampler draws an epoch (None: all, in order), and
+        how many windows make one batch (1 for stateful: a StreamWindows item is a whole batch)."""
         tokens, (rank, world) = self.splits["train"], self._ranks()
         if self.batching == "random":
-            dataset: Dataset = RandomWindows(tokens, self.seq_len)
+            dataset = RandomWindows(tokens, self.seq_len)
             # One epoch reads about as many characters as one stateful pass over the split (all ranks together).
-            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))  # type: ignore[attr-defined]
-            draws, kwargs = batches * self.batch_size, {"batch_size": self.batch_size}
-        else:
-            dataset = StreamWindows(tokens, self.batch_size, self.seq_len, rank=rank, world_size=world)
-            draws, kwargs = None, {"batch_size": None}
-        steps = lambda: int(self.trainer.global_step) if self.trainer is not None else 0  # noqa: E731
-        sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=rank, batch_size=kwargs["batch_size"] or 1, steps=steps)
+            batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
+            return dataset, batches * self.batch_size, self.batch_size
+        return StreamWindows(tokens, self.batch_size, self.seq_len, rank=rank, world_size=world), None, 1
+
+    def batches_per_epoch(self) -> int:
+        dataset, draws, per_batch = self._train_windows()
+        return (draws if draws is not None else len(dataset)) // per_batch  # type: ignore[arg-type]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset, draws, per_batch = self._train_windows()
+        kwargs = {"batch_size": self.batch_size if self.batching == "random" else None}
+        trainer = getattr(self, "trainer", None)
+        steps = lambda: int(trainer.global_step) if trainer is not None else 0  # noqa: E731
+        per_epoch = lambda: int(trainer.num_training_batches) if trainer is not None and math.isfinite(trainer.num_training_batches) else None  # noqa: E731
+        sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=self._ranks()[0], batch_size=per_batch,  # type: ignore[arg-type]
+                               steps=steps, epoch_batches=per_epoch)
         if self.restored:
             sampler.resume_at(self.restored["epoch"], self.restored["batches"])
         self.train_sampler = sampler
