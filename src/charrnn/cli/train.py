@@ -19,6 +19,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from charrnn.cli import rundir
@@ -43,6 +44,9 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):
             raise UserError(str(e.__cause__)) from None
+        if isinstance(e.__cause__, MisconfigurationException):  # Lightning names its own argument, not our key
+            target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+            raise UserError(f"{target} refused its config: {' '.join(str(e.__cause__).split())}") from None
         raise
 
 
