@@ -117,6 +117,8 @@ BAD_INPUTS = [
     ("fewer val targets than streams", ["data.batch_size=400"], ["val split", "data.batch_size=400"]),
     ("resume: damaged config", ["resume=BAD_CONFIG"], ["damaged", "config.yaml"]),
     ("resume: damaged run.json", ["resume=BAD_RECORD"], ["damaged", "run.json"]),
+    ("embed_dim without embedding", ["model.embed_dim=32"], ["model.embed_dim=32", "model.input=embedding"]),
+    ("embed_dim 0", ["model.input=embedding", "model.embed_dim=0"], ["model.embed_dim", "at least 1"]),
     ("Lightning refuses a value", ["trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=null"], ["Trainer refused", "check_val_every_n_epoch"]),
 ]
 

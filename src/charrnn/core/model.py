@@ -51,7 +51,10 @@ class CharRNN(nn.Module):
         self.dropout_p = checked("model.dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.cell = cell
         self.input = input
-        self.embed_dim = checked("model.embed_dim", embed_dim, integer=True, low=1) if embed_dim else self.hidden_size
+        if embed_dim is not None and input != "embedding":  # a setting that would be silently ignored
+            raise UserError(f"model.embed_dim={embed_dim} has no effect with model.input={input} (its input is one-hot "
+                            "vectors of the vocabulary); set model.input=embedding, or leave model.embed_dim unset")
+        self.embed_dim = checked("model.embed_dim", embed_dim, integer=True, low=1) if embed_dim is not None else self.hidden_size
 
         self.embedding = nn.Embedding(self.vocab_size, self.embed_dim) if input == "embedding" else None
         rnn_input = self.embed_dim if self.embedding is not None else self.vocab_size
