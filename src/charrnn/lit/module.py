@@ -143,6 +143,8 @@ class CharRNNModule(L.LightningModule):
         # Dropout draws from torch's generators: a resumed run continues the same random stream as
         # an uninterrupted one. uint8 tensors and plain lists: safe for weights_only loads.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # The latest validation's figures: a run resumed after it reports them as its final ones.
+        checkpoint["last_validation"] = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         if self.device.type == "cuda":
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
         if self.stateful and self._train_state is not None:

@@ -1,14 +1,17 @@
-"""Stopping on SIGTERM or SIGINT at a step boundary, with a checkpoint: every stop is saved and honest.
+"""Stopping on SIGTERM, SIGINT or SIGUSR2 at a step boundary, with a checkpoint: every stop is saved and honest.
 
-Clusters preempt with SIGTERM, users press Ctrl-C. :class:`StopOnSignal` turns either into: finish
-the current optimizer step, write ``last.ckpt`` (atomically, as every checkpoint), and raise
-:class:`Stopped`, which ``charrnn-train`` reports in one line and exits 128 + the signal number
-(143 for SIGTERM, 130 for SIGINT). A second Ctrl-C stops at once.
+Clusters preempt with SIGTERM, users press Ctrl-C, and SLURM warns a job with SIGUSR2 before its
+time limit (submitit asks for ``--signal=USR2@<signal_delay_s>``). :class:`StopOnSignal` turns any
+of them into: finish the current step (and its logging and validation), write ``last.ckpt`` (atomically, as every
+checkpoint), and raise :class:`Stopped`, which ``charrnn-train`` reports in one line and exits
+128 + the signal number (143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2); in a SLURM job it
+hands SIGUSR2 on to submitit, which requeues the job (charrnn.cli.slurm). A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any, Iterator
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class Stopped(Exception):
@@ -30,15 +33,18 @@ class Stopped(Exception):
 
 
 class StopOnSignal(Callback):
-    """Handle SIGTERM and SIGINT for a whole run: ``with stopper.handling(): ...`` around it.
+    """Handle SIGTERM, SIGINT and SIGUSR2 for a whole run: ``with stopper.handling(): ...`` around it.
 
-    A signal that comes before training is under way stops it at its first step. Lightning installs
+    The checkpoint is saved at the end of a batch, a state Lightning resumes from exactly; where the
+    step still logs or validates after that, the stop waits for the next step (at most two), so the
+    resumed run misses nothing. A signal that comes before training is under way stops it at its first step. Lightning installs
     its own SIGTERM handler when fit starts (it would end fit with exit code 0), so the handler is
     installed again as training starts.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.deferred = 0  # steps the stop has waited for a step's logging or validation
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
@@ -65,10 +71,28 @@ class StopOnSignal(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         received = self.received
         if trainer.world_size > 1:  # every rank stops at the same step, whichever rank got the signal
-            received = signal.SIGTERM if trainer.strategy.reduce_boolean_decision(received is not None, all=False) else None
+            received = (received or signal.SIGTERM) if trainer.strategy.reduce_boolean_decision(received is not None, all=False) else None
         if received is None:
+            return
+        if self.deferred < 2 and more_due_at_this_step(trainer, batch_idx):
+            self.deferred += 1  # stop after the next step instead: this one still logs or validates
             return
         dirpath = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
         path = str(Path(dirpath or trainer.default_root_dir) / "last.ckpt")
         trainer.save_checkpoint(path)
         raise Stopped(received, trainer.global_step, path)
+
+
+def more_due_at_this_step(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether Lightning still logs (every ``log_every_n_steps`` > 1) or validates after this batch's end
+    hooks, from the trainer's public settings. A stop here would leave that out of a run that resumes
+    from the checkpoint saved here (a resumed run starts with the next step), so the stop waits a step."""
+    step = trainer.global_step
+    if trainer.log_every_n_steps > 1 and step % trainer.log_every_n_steps == 0:
+        return True
+    every, n_epochs = trainer.val_check_batch, trainer.check_val_every_n_epoch
+    if not isinstance(every, (int, float)) or not math.isfinite(every) or every < 1:
+        return False  # time-based or no validation
+    if n_epochs is not None and (trainer.current_epoch + 1) % n_epochs != 0:
+        return False
+    return ((step if n_epochs is None else batch_idx + 1) % int(every)) == 0
