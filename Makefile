@@ -1,9 +1,10 @@
 # Each target sets everything up on first use (a .venv with charrnn installed), then runs.
 #   make train ARGS="model=gru trainer.max_steps=500"     any Hydra overrides
-#   make test                                              the whole test suite
+#   make test                                              the whole test suite, PYTEST_WORKERS (2) processes
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
+PYTEST_WORKERS ?= 2
 
 .PHONY: train test clean
 
@@ -15,7 +16,7 @@ train: $(VENV)/.installed
 	$(VENV)/bin/charrnn-train $(ARGS)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

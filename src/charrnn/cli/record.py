@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -95,6 +96,10 @@ class RunRecord:
             "versions": versions(),
             "device": device_info(accelerator),
         }
+        if "SLURM_JOB_ID" in os.environ:  # which SLURM job and attempt (a requeued job restarts with a count)
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else os.environ["SLURM_JOB_ID"]
+            self.data["slurm"] = {"job": job, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
         if earlier:
             self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
         self.update()

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +72,23 @@ def settle(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
 
     ``resume=<run dir>`` takes that run's saved config, with this call's ``key=value`` overrides
     (e.g. a larger ``trainer.max_steps``) applied, and its ``last.ckpt``; ``ckpt_path=<file>``
-    continues this config from that file. The checkpoint is read weights-only: unsafe files are refused.
+    continues this config from that file; a requeued SLURM job, from its own ``last.ckpt``. The
+    checkpoint is read weights-only: unsafe files are refused.
     """
     if cfg.get("resume"):
         cfg = resume_config(cfg)
+    elif (last := requeued_checkpoint(cfg.output_dir)) is not None:
+        cfg.ckpt_path = str(last)  # a requeued SLURM job continues its own run, in its own dir
     checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     return cfg, checkpoint
+
+
+def requeued_checkpoint(output_dir: Any) -> Path | None:
+    """``last.ckpt`` of an earlier attempt of this SLURM job (preempted, timed out or ``scontrol requeue``d:
+    SLURM then sets ``SLURM_RESTART_COUNT``), which the job continues from; None otherwise."""
+    last = Path(str(output_dir)) / "checkpoints" / "last.ckpt"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return last if restarts.isdigit() and int(restarts) > 0 and last.is_file() else None
 
 
 def resume_config(cfg: DictConfig) -> DictConfig:

@@ -262,8 +262,9 @@ class SubmititSlurmLauncher(SlurmLauncher):
 
         state = job.watcher.get_state(job.job_id, mode="cache")
         try:
-            if not state.startswith(("COMPLETED", "FAILED")):
+            if not job.paths.result_pickle.exists() and not state.startswith(("COMPLETED", "FAILED")):
                 # Cancelled, timed out, node lost: no result will come (submitit would wait 15 s for one).
+                # A result already written counts whatever sacct says: a job that just wrote it is still RUNNING.
                 raise UncompletedJobError(f"job {job.job_id} ended without a result (state: {state})")
             return job.results()[0]
         except UncompletedJobError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from charrnn.cli import rundir
@@ -133,7 +135,9 @@ def fit_and_test(
     loggers = [build(c, **tensorboard_purge(c, checkpoint)) for c in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [build(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     callbacks.append(stopper)
-    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO()])
+    # In a SLURM job, requeueing is submitit's (SIGUSR2, see lit/stop.py), never Lightning's own (SIGUSR1).
+    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    trainer: L.Trainer = build(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO(), *slurm])
     log_hparams(trainer, cfg)
 
     fit_started = time.time()
@@ -141,12 +145,9 @@ def fit_and_test(
     fit_seconds = time.time() - fit_started
     final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if not final_val and checkpoint is not None:
-        # Resumed from a checkpoint taken at the very end (killed before the test): fit had nothing
-        # left to do, so validate the final weights here for the same figures an unbroken run reports;
-        # not logged, as TensorBoard already has this validation from the attempt that saved the checkpoint.
-        loggers, trainer.loggers = trainer.loggers, []
-        final_val = {k: float(v) for k, v in (trainer.validate(module, datamodule=datamodule, verbose=False) or [{}])[0].items()}
-        trainer.loggers = loggers
+        # Resumed after the run's latest validation (none since, or nothing left to train): its
+        # figures, which the checkpoint kept (lit/module.py), as an unbroken run reports them.
+        final_val = dict(checkpoint.get("last_validation", {}))
 
     # Test and sample the best checkpoint's weights, loaded explicitly (the final weights if none was kept).
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -196,6 +197,21 @@ def job_failed(out: Any, message: str) -> JobFailed:
     return JobFailed(f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report {Path(str(out)).parent} lists every job]")
 
 
+def hand_to_submitit(stop: Stopped, out: Any) -> None:
+    """A SLURM job warned of its time limit (SIGUSR2) has saved ``last.ckpt``: submitit's handler, back in
+    place, requeues the job and exits (the next attempt continues from that checkpoint, rundir.settle).
+    Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence."""
+    print(f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr)
+    try:
+        signal.raise_signal(signal.SIGUSR2)
+    except Exception as e:  # submitit's UncompletedJobError
+        why = " ".join(str(e).split()).rstrip(".")
+        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: charrnn-train resume={out}"
+        print(message, file=sys.stderr)
+        record_failure(out, message)
+        raise job_failed(out, message) from None
+
+
 @hydra.main(version_base="1.3", config_path="pkg://charrnn.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """One run (or one sweep job): user mistakes end in one sentence on stderr and exit code 2.
@@ -213,6 +229,8 @@ def main(cfg: DictConfig) -> float:
         with rundir.lock_run(out), lease_device(cfg) as lease, StopOnSignal().handling() as stopper:
             return train(cfg, checkpoint, stopper, lease)
     except Stopped as e:
+        if e.signal_name == "SIGUSR2" and callable(signal.getsignal(signal.SIGUSR2)):
+            hand_to_submitit(e, out)
         print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
     except UserError as e:
@@ -270,7 +288,7 @@ def cli() -> None:
     try:
         main()
     except JobFailed as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(str(e) if str(e).startswith(f"{PROG}:") else f"{PROG}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except HydraException as e:
         hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
