@@ -3,7 +3,7 @@
 
 A step is forward + mean cross-entropy + full backpropagation through time + a plain SGD update
 (no clipping, zero initial hidden state, integer inputs), the same work for every column:
-  numpy f64   charrnn.reference: forward, backward, SGD.step
+  numpy f64   charrnn.core.reference: forward, backward, SGD.step
   torch f32   CharRNN (one-layer tanh nn.RNN + linear head), torch.optim.SGD, float32
   torch f64   the same model and optimiser in float64 (the precision the reference uses)
 Two sizes: the notebook's (vocab 4, hidden 8, seq 4, batch 1) and a realistic one (vocab 65,
@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     try:
-        from charrnn import reference as ref
-        from charrnn.model import CharRNN
+        from charrnn.core import reference as ref
+        from charrnn.core.model import CharRNN
     except ImportError:  # running from a checkout without the package installed
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-        from charrnn import reference as ref
-        from charrnn.model import CharRNN
+        from charrnn.core import reference as ref
+        from charrnn.core.model import CharRNN
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from charrnn import reference as ref
+    from charrnn.core import reference as ref
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from charrnn import reference as ref
+    from charrnn.core import reference as ref
 
 VOCAB = "helo"
 WORD = "hello"

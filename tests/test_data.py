@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from charrnn.data import IGNORE_INDEX, CharDataModule, RandomWindows, StreamWindows, Vocabulary, split_bounds
+from charrnn.core.vocab import Vocabulary
+from charrnn.core.windows import IGNORE_INDEX, RandomWindows, StreamWindows, split_bounds
+from charrnn.lit.datamodule import CharDataModule
 from charrnn.core.errors import UserError
 
 

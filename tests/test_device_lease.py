@@ -15,7 +15,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from charrnn.cli.lease import hold_slot, lease_device, lease_settings, one_gpu_trainer
+from charrnn.cli.jobs import Job
+from charrnn.cli.lease import hold_slot, lease_device, lease_settings, one_gpu_trainer, pinned_config
 from charrnn.core.errors import UserError
 from conftest import TINY_RUN, TINY_TEXT, run_cli
 
@@ -150,35 +151,34 @@ def test_which_trainers_lease_and_a_single_run_never_does(tmp_path):
     assert not one_gpu_trainer(trainer({"accelerator": "gpu", "devices": [2]}))  # pinned by the user
     assert not one_gpu_trainer(trainer({"accelerator": "gpu", "devices": 2}))
     assert not one_gpu_trainer(trainer({"accelerator": "cpu", "devices": 1}))
-    with lease_device(settings(pool=[0], lock_dir=str(tmp_path))) as lease:  # not a sweep (-m)
+    with lease_device(settings(pool=[0], lock_dir=str(tmp_path)), Job()) as lease:  # not a sweep (-m)
         assert lease is None
     with pytest.raises(UserError, match="jobs_per_gpu"):  # but its values are still checked
-        with lease_device(settings(jobs_per_gpu=-1)):
+        with lease_device(settings(jobs_per_gpu=-1), Job()):
             pass
 
 
 def test_a_gpu_trainer_is_pinned_to_its_leased_device(tmp_path, monkeypatch):
     """As in a joblib sweep on a 2-GPU machine (the launcher and CUDA's answers stood in for)."""
-    import charrnn.cli.lease as lease_module
-
-    monkeypatch.setattr(lease_module, "launcher_target", lambda: "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+    joblib = Job(launcher="hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", n_jobs=2, num=0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     first, second, on_cpu, wrong = (settings(lock_dir=str(tmp_path)) for _ in range(4))
     first.trainer.accelerator = second.trainer.accelerator = wrong.trainer.accelerator = "gpu"
-    with lease_device(first) as a, lease_device(second) as b:  # pool null: every visible GPU
-        assert (a.index, b.index) == (0, 1) and (list(first.trainer.devices), list(second.trainer.devices)) == ([0], [1])
+    with lease_device(first, joblib) as a, lease_device(second, joblib) as b:  # pool null: every visible GPU
+        assert (a.index, b.index) == (0, 1)
+        assert [list(pinned_config(c, lease).trainer.devices) for c, lease in ((first, a), (second, b))] == [[0], [1]]
+        assert first.trainer.devices == 1  # the composed config itself is never changed
     on_cpu.device_lease.pool = [0, 1]
-    with lease_device(on_cpu) as c:  # an explicit pool leases, a CPU trainer is left as it is
-        assert c.index == 0 and on_cpu.trainer.devices == 1
-    with lease_device(settings()) as none:  # CPU trainer, no pool: no lease
+    with lease_device(on_cpu, joblib) as c:  # an explicit pool leases, a CPU trainer is left as it is
+        assert c.index == 0 and pinned_config(on_cpu, c).trainer.devices == 1
+    with lease_device(settings(), joblib) as none:  # CPU trainer, no pool: no lease
         assert none is None
     wrong.device_lease.pool = [0, 5]
     with pytest.raises(UserError, match=r"device_lease.pool=\[0, 5\] names a GPU this machine does not have \(it has 2"):
-        with lease_device(wrong):
+        with lease_device(wrong, joblib):
             pass
-    monkeypatch.setattr(lease_module, "launcher_target", lambda: "hydra_plugins.charrnn_submitit.SlurmLauncher")
-    with lease_device(wrong) as none:  # SLURM gives each job its GPUs
+    with lease_device(wrong, Job(launcher="hydra_plugins.charrnn_submitit.SlurmLauncher", num=0)) as none:  # SLURM gives each job its GPUs
         assert none is None
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charrnn.model import CharRNN
+from charrnn.core.model import CharRNN
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -1,4 +1,4 @@
-"""The numpy reference RNN (charrnn.reference) is the maths; these tests prove CharRNN computes it.
+"""The numpy reference RNN (charrnn.core.reference) is the maths; these tests prove CharRNN computes it.
 
 Random draws are fresh on every run; each failure message carries the seed, and setting
 CHARRNN_TEST_SEED=<seed> replays exactly that draw.
@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn import reference as ref
-from charrnn.model import CharRNN
+from charrnn.core import reference as ref
+from charrnn.core.model import CharRNN
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [  # (vocab, hidden, seq, batch): the notebook's, then odd shapes, batch > 1
@@ -380,6 +380,6 @@ def test_numpy_rnn_script_fails_cleanly_when_it_cannot_learn():
 
 
 def test_reference_does_not_import_torch():
-    code = "import charrnn.reference, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import charrnn.core.reference, sys; assert 'torch' not in sys.modules, 'torch was imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from charrnn.core.generate import Stepper, generate, pick
-from charrnn.model import CharRNN
+from charrnn.core.model import CharRNN
 from charrnn.cli.rundir import load_run
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 

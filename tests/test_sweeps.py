@@ -16,7 +16,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from charrnn.data import IGNORE_INDEX, CharDataModule, StreamWindows
+from charrnn.core.windows import IGNORE_INDEX, StreamWindows
+from charrnn.lit.datamodule import CharDataModule
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, read_scalars, run_cli
 
 # TINY_RUN without the hidden size, which the sweeps choose.
@@ -89,15 +90,21 @@ def test_stream_windows_ranks_split_the_streams_of_one_global_batch():
     assert torch.equal(torch.sort(real).values, tokens[1:])  # together: every target exactly once
 
 
-def test_trainer_processes_counts_ddp_ranks():
-    from charrnn.cli.jobs import trainer_processes
+def test_one_reading_of_trainer_devices():
+    from charrnn.cli.devices import device_request
 
-    cfg = OmegaConf.create
-    assert trainer_processes(cfg({"accelerator": "cpu", "devices": 2})) == 2
-    assert trainer_processes(cfg({"accelerator": "cpu", "devices": 1})) == 1
-    assert trainer_processes(cfg({"accelerator": "gpu", "devices": [0, 3]})) == 2
-    assert trainer_processes(cfg({"accelerator": "gpu", "devices": "0,1,2"})) == 3
-    assert trainer_processes(cfg({"accelerator": "cpu", "devices": "auto"})) == 1
+    def count(trainer: dict, gpus: int = 0, **kw) -> int:
+        return device_request(OmegaConf.create(trainer), gpus, **kw).count
+
+    assert count({"accelerator": "cpu", "devices": 2}) == 2
+    assert count({"accelerator": "cpu", "devices": 1}) == 1
+    assert count({"accelerator": "gpu", "devices": [0, 3]}) == 2
+    assert count({"accelerator": "gpu", "devices": "0,1,2"}) == 3
+    assert count({"accelerator": "cpu", "devices": "auto"}) == 1
+    assert count({"accelerator": "gpu", "devices": -1}, gpus=4) == 4  # every GPU of the node
+    assert count({"accelerator": "auto", "devices": "auto"}, gpus=8) == 8
+    assert not device_request(OmegaConf.create({"accelerator": "auto", "devices": 1}), 0).cuda
+    assert device_request(OmegaConf.create({"accelerator": "auto", "devices": 1}), 2, auto_uses_cuda=True).cuda
 
 
 def test_launcher_search_and_trainer_configs_compose(tmp_path):

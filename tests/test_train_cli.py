@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from charrnn.data import CharDataModule, Vocabulary
+from charrnn.core.vocab import Vocabulary
+from charrnn.lit.datamodule import CharDataModule
 from charrnn.cli.rundir import load_run
 from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli
 
@@ -109,5 +110,5 @@ def test_module_entry_point_runs_from_another_directory(tmp_path, corpus):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "charrnn.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "charrnn.cli.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "model: gru, lstm, rnn" in proc.stdout, proc.stdout + proc.stderr

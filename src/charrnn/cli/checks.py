@@ -8,45 +8,43 @@ DDP can run inside this sweep and with this batching, and the keys handed to Lig
 
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig
 
-from charrnn.cli.jobs import SweepRefused, launcher_target, trainer_processes
+from charrnn.cli.devices import device_request, visible_cuda_devices
+from charrnn.cli.jobs import Job, SweepRefused
 from charrnn.core.errors import UserError, checked
 
 
-def check_run(cfg: DictConfig) -> None:
+def check_run(cfg: DictConfig, job: Job) -> None:
     """Raise :class:`UserError` for the first rule ``cfg`` breaks (devices first: the root cause of any other device complaint)."""
     check_devices(cfg.trainer)
-    check_sweep_job(cfg)
+    check_sweep_job(cfg, job)
     check_trainer(cfg.trainer)
     checked("seed", cfg.get("seed"), integer=True, low=0, high=2**32 - 1)
 
 
 def check_devices(trainer_cfg: DictConfig) -> None:
     """Refuse, before any work, a GPU request this machine cannot serve."""
-    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda"):
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        devices = trainer_cfg.get("devices", 1)
-        wanted = devices if isinstance(devices, int) and devices > 0 else 1
+    available = visible_cuda_devices()
+    request = device_request(trainer_cfg, available)
+    if request.accelerator in ("gpu", "cuda"):
+        wanted = max(request.count, 1)
         if available < wanted:
             raise UserError(
-                f"trainer.accelerator={accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
+                f"trainer.accelerator={request.accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
                 f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
             )
 
 
-def check_sweep_job(cfg: DictConfig) -> None:
+def check_sweep_job(cfg: DictConfig, job: Job) -> None:
     """Refuse a multi-process (DDP) trainer inside a sweep that Lightning would break, before any work.
 
     Lightning's script launcher starts ranks 1.. by re-running this command line, which for
     ``-m`` is the whole sweep again, in new directories (hydra#2070); SLURM (hydra/launcher=slurm)
     starts the ranks itself, so that is the one launcher where sweep jobs may use several devices.
     """
-    target = launcher_target()
-    processes = trainer_processes(cfg.trainer) * int(cfg.trainer.get("num_nodes", 1) or 1)
-    if target and processes > 1 and not target.endswith("SlurmLauncher"):
+    processes = device_request(cfg.trainer).count * int(cfg.trainer.get("num_nodes", 1) or 1)
+    if job.in_sweep and processes > 1 and not job.launcher.endswith("SlurmLauncher"):
         raise SweepRefused(
             f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
             f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "

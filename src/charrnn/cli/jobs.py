@@ -1,39 +1,40 @@
-"""A training job as its launcher runs it: which launcher, how many processes, its share of the machine."""
+"""A training job as its launcher runs it: what Hydra says about the job, and its share of the machine.
+
+The entry layer (:mod:`charrnn.cli.train`) reads Hydra's runtime config once into a :class:`Job`;
+everything below it gets the job passed in and never reads ``HydraConfig`` itself, so a test can
+make a ``Job`` by hand and call the same code in-process.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from charrnn.core.errors import UserError
 
 
-def trainer_processes(trainer_cfg: DictConfig) -> int:
-    """How many processes per node the trainer config starts (Lightning launches one per device)."""
-    devices, accelerator = trainer_cfg.get("devices", 1), str(trainer_cfg.get("accelerator", "cpu"))
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        return len(devices)
-    text = str(devices).strip()
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()])
-    if text in ("-1", "auto"):
-        if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-            return torch.cuda.device_count()
-        return (os.cpu_count() or 1) if text == "-1" and accelerator == "cpu" else 1
-    return int(text) if text.lstrip("-").isdigit() else 1
+@dataclass(frozen=True)
+class Job:
+    """This process's job: its command-line overrides and, in a sweep (``-m``), its launcher and number."""
 
+    overrides: tuple[str, ...] = ()
+    launcher: str = ""  # the launcher's ``_target_`` in a sweep, "" for a single run
+    n_jobs: int | None = None  # jobs the launcher runs at once (joblib)
+    cpus_per_task: int | None = None  # cores each job was given (submitit)
+    num: int | None = None  # the job's number in its sweep
 
-def launcher_target() -> str:
-    """The Hydra launcher of this job (``...BasicLauncher``, ``...JoblibLauncher``, ...); "" outside multirun."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return ""
-    return str(HydraConfig.get().launcher.get("_target_", ""))
+    @property
+    def in_sweep(self) -> bool:
+        return bool(self.launcher)
+
+    def launched_by(self, name: str) -> bool:
+        """Whether the launcher's class path holds ``name`` (case-insensitive): "joblib", "submitit", "Slurm", ..."""
+        return name.lower() in self.launcher.lower()
 
 
 class SweepRefused(UserError):
@@ -45,20 +46,20 @@ class JobFailed(CompactHydraException):
     Hydra prints a compact exception as its one message, not a traceback."""
 
 
-def share_machine(cfg: DictConfig) -> None:
-    """A sweep job running beside others on this machine takes its share of the cores.
+def share_machine(cfg: DictConfig, job: Job) -> DictConfig:
+    """A sweep job running beside others on this machine takes its share of the cores; returns the config it trains with.
 
     Joblib: ``cores // n_jobs`` torch threads each, and DataLoader workers off (loky's workers
     cannot fork them reliably). Submitit: ``cpus_per_task`` threads when it is set.
     """
-    target, launcher = launcher_target(), HydraConfig.get().launcher if HydraConfig.initialized() else {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if "joblib" in target.lower():
-        n_jobs = int(launcher.get("n_jobs") or 1)
+    if job.launched_by("joblib"):
+        n_jobs = job.n_jobs or 1
         parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
         torch.set_num_threads(max(1, cores // parallel))
         if int(cfg.data.get("num_workers", 0)) > 0:
             print(f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib launcher", file=sys.stderr)
-            cfg.data.num_workers = 0
-    elif "submitit" in target.lower() and launcher.get("cpus_per_task"):
-        torch.set_num_threads(int(launcher.cpus_per_task))
+            cfg = OmegaConf.merge(cfg, {"data": {"num_workers": 0}})
+    elif job.launched_by("submitit") and job.cpus_per_task:
+        torch.set_num_threads(int(job.cpus_per_task))
+    return cfg

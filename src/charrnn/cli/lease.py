@@ -35,7 +35,8 @@ from typing import Any, Iterator
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from charrnn.cli.jobs import launcher_target
+from charrnn.cli.devices import device_request, visible_cuda_devices
+from charrnn.cli.jobs import Job
 from charrnn.core.errors import UserError, checked
 from charrnn.core.files import storage_error
 
@@ -51,6 +52,7 @@ class Lease:
     lock_file: str
     leased_at: str
     released_at: str | None = None
+    pinned: bool = False  # a GPU trainer trains on device ``index`` (lease.pinned_config)
     record: Any = field(default=None, repr=False)
 
     def fields(self) -> dict[str, Any]:
@@ -68,9 +70,8 @@ def stamp() -> str:
 
 def one_gpu_trainer(trainer: DictConfig) -> bool:
     """A trainer that runs on exactly one CUDA device Lightning picks (``devices: 1``)."""
-    accelerator = str(trainer.get("accelerator", "cpu"))
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return on_cuda and str(trainer.get("devices", 1)).strip() == "1"
+    request = device_request(trainer)
+    return request.cuda and request.spec == "1"
 
 
 def lease_settings(cfg: DictConfig) -> tuple[list[int] | None, int, Path]:
@@ -143,18 +144,25 @@ def hold_slot(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -
 
 
 @contextlib.contextmanager
-def lease_device(cfg: DictConfig) -> Iterator[Lease | None]:
-    """This job's device slot for the ``with`` block (None when it needs none); a GPU trainer is pinned to it."""
+def lease_device(cfg: DictConfig, job: Job) -> Iterator[Lease | None]:
+    """This job's device slot for the ``with`` block (None when it needs none); a GPU trainer is pinned to it
+    (:func:`pinned_config`)."""
     pool, jobs_per_gpu, lock_dir = lease_settings(cfg)
-    target, gpu = launcher_target(), one_gpu_trainer(cfg.trainer)
-    if not target or target.endswith("SlurmLauncher") or (pool is None and not gpu):
+    gpu = one_gpu_trainer(cfg.trainer)
+    if not job.in_sweep or job.launcher.endswith("SlurmLauncher") or (pool is None and not gpu):
         yield None
         return
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = visible_cuda_devices()
     pool = list(range(visible)) if pool is None else pool
     if gpu and any(index >= visible for index in pool):
         raise UserError(f"device_lease.pool={pool} names a GPU this machine does not have (it has {visible}: 0 to {visible - 1}); list only those")
     with hold_slot(pool, jobs_per_gpu, lock_dir, f"pid {os.getpid()} on {os.uname().nodename}: {cfg.output_dir}") as lease:
-        if gpu:
-            cfg.trainer.devices = [lease.index]
+        lease.pinned = gpu
         yield lease
+
+
+def pinned_config(cfg: DictConfig, lease: Lease | None) -> DictConfig:
+    """The config a leased GPU job trains with: Lightning's ``trainer.devices=[index]`` of its slot."""
+    if lease is None or not lease.pinned:
+        return cfg
+    return OmegaConf.merge(cfg, {"trainer": {"devices": [lease.index]}})

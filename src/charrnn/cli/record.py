@@ -1,7 +1,9 @@
 """What a run was made from: corpus, code, library versions, device, seed, times -> ``run.json``.
 
-Written when the run starts (status ``running``) and again when it ends (``done`` or
-``failed``), so even a killed or failed run says what it was.
+Written when training starts (status ``running``: :meth:`RunRecord.start`) and again when the run
+ends (``done``, ``stopped``, ``failed``), so even a killed or failed run says what it was. Nothing is
+written before :meth:`RunRecord.start` or :meth:`RunRecord.finish`: a run refused before it starts
+(a bad corpus, a refused resume) leaves any existing ``run.json`` as it was.
 """
 
 from __future__ import annotations
@@ -102,12 +104,18 @@ class RunRecord:
             self.data["slurm"] = {"job": job, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
         if earlier:
             self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
-        self.update()
+        self.written = False
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        if self.enabled:
+        if self.enabled and self.written:
             write_json(self.path, self.data)
 
+    def start(self, **fields: Any) -> None:
+        """Write ``run.json`` (status ``running``) with ``fields``: training is under way."""
+        self.written = True
+        self.update(**fields)
+
     def finish(self, status: str, **fields: Any) -> None:
+        self.written = True
         self.update(status=status, ended=now(), wall_seconds=round(time.time() - self.started, 3), **fields)

@@ -9,7 +9,7 @@ Importing this module registers the OmegaConf resolvers ``conf/hydra/default.yam
   config goes to ``.hydra/resume-<id>/`` so the run's original ``.hydra/config.yaml`` survives. A
   path that is no run dir gets a fresh dir (nothing is written into it) and the job reports it.
 
-:func:`settle` is the one place that decides which config a run trains with and which checkpoint
+:func:`final_config` is the one place that decides which config a run trains with and which checkpoint
 it continues from; everything after it (checks, launch decisions, training) reads only its result.
 """
 
@@ -23,13 +23,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from charrnn.cli.jobs import Job
 from charrnn.core.checkpoint import LoadedModel, load_model, read_checkpoint
 from charrnn.core.errors import UserError
 
@@ -67,7 +67,7 @@ def read_run_file(path: Path) -> Any:
         raise UserError(f"{str(path)!r} is damaged ({reason}); restore it from a backup, or start a new run") from None
 
 
-def settle(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
+def final_config(cfg: DictConfig, job: Job) -> tuple[DictConfig, dict[str, Any] | None]:
     """``(config, checkpoint)`` of this run: the config it trains with and the checkpoint it continues from.
 
     ``resume=<run dir>`` takes that run's saved config, with this call's ``key=value`` overrides
@@ -76,9 +76,9 @@ def settle(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
     checkpoint is read weights-only: unsafe files are refused.
     """
     if cfg.get("resume"):
-        cfg = resume_config(cfg)
+        cfg = resume_config(cfg, job.overrides)
     elif (last := requeued_checkpoint(cfg.output_dir)) is not None:
-        cfg.ckpt_path = str(last)  # a requeued SLURM job continues its own run, in its own dir
+        cfg = OmegaConf.merge(cfg, {"ckpt_path": str(last)})  # a requeued SLURM job continues its own run, in its own dir
     checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     return cfg, checkpoint
 
@@ -91,7 +91,7 @@ def requeued_checkpoint(output_dir: Any) -> Path | None:
     return last if restarts.isdigit() and int(restarts) > 0 and last.is_file() else None
 
 
-def resume_config(cfg: DictConfig) -> DictConfig:
+def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """``resume=<run dir>``: that run's saved config, continued in place from its ``last.ckpt``."""
     run = Path(str(cfg.resume)).expanduser()
     saved, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
@@ -99,7 +99,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         raise UserError(f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory")
     resumed = read_run_file(saved)
     limits = OmegaConf.masked_copy(resumed.trainer, ["max_steps", "max_epochs", "max_time"])
-    for override in HydraConfig.get().overrides.task:
+    for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+~") in ("resume", "output_dir") or "/" in key:
             continue

@@ -24,32 +24,40 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class Stopped(Exception):
-    """Training stopped by a signal after saving ``checkpoint``; ``exit_code`` is 128 + the signal number."""
+    """A run stopped by a signal, after saving ``checkpoint`` (None: before training, nothing to save);
+    ``exit_code`` is 128 + the signal number."""
 
-    def __init__(self, signum: int, step: int, checkpoint: str) -> None:
+    def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
         self.signal_name, self.step, self.checkpoint = signal.Signals(signum).name, step, checkpoint
         self.exit_code = 128 + int(signum)
-        super().__init__(f"stopped by {self.signal_name} at step {step}")
+        where = "before training started" if step is None else f"at step {step}"
+        super().__init__(f"stopped by {self.signal_name} {where}")
 
 
 class StopOnSignal(Callback):
     """Handle SIGTERM, SIGINT and SIGUSR2 for a whole run: ``with stopper.handling(): ...`` around it.
 
-    The checkpoint is saved at the end of a batch, a state Lightning resumes from exactly; where the
-    step still logs or validates after that, the stop waits for the next step (at most two), so the
-    resumed run misses nothing. A signal that comes before training is under way stops it at its first step. Lightning installs
-    its own SIGTERM handler when fit starts (it would end fit with exit code 0), so the handler is
-    installed again as training starts.
+    Before training is under way (reading the corpus, waiting for a device slot, building the
+    model) there is nothing to save: a signal raises :class:`Stopped` at once, even out of a read
+    that blocks. Once training has started, the checkpoint is saved at the end of a batch, a state
+    Lightning resumes from exactly; where the step still logs or validates after that, the stop
+    waits for the next step (at most two), so the resumed run misses nothing. A signal during the
+    final test stops it after the batch in progress, with the ``last.ckpt`` that fit ended on: a
+    resume runs the test. Lightning installs its own SIGTERM handler when fit or test starts (it
+    would end the run with exit code 0), so this one is installed again as each starts.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
         self.deferred = 0  # steps the stop has waited for a step's logging or validation
+        self.training = False  # on_train_start: from then on a signal waits for a step boundary
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         self.received = signum
+        if not self.training:
+            raise Stopped(signum)
 
     def _install(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -66,7 +74,18 @@ class StopOnSignal(Callback):
                 signal.signal(sig, handler)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.training = True
         self._install()
+        if self.received is not None and trainer.world_size == 1:
+            raise Stopped(self.received)  # came while Lightning restored the run, before any step
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.received is not None:  # fit saved last.ckpt at its end (its final validation): a resume tests it
+            raise Stopped(self.received, trainer.global_step, last_checkpoint(trainer))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         received = self.received
@@ -77,10 +96,15 @@ class StopOnSignal(Callback):
         if self.deferred < 2 and more_due_at_this_step(trainer, batch_idx):
             self.deferred += 1  # stop after the next step instead: this one still logs or validates
             return
-        dirpath = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
-        path = str(Path(dirpath or trainer.default_root_dir) / "last.ckpt")
+        path = last_checkpoint(trainer)
         trainer.save_checkpoint(path)
         raise Stopped(received, trainer.global_step, path)
+
+
+def last_checkpoint(trainer: L.Trainer) -> str:
+    """Where the run's ``last.ckpt`` lives (the checkpoint callback's dir, else the run dir)."""
+    dirpath = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
+    return str(Path(dirpath or trainer.default_root_dir) / "last.ckpt")
 
 
 def more_due_at_this_step(trainer: L.Trainer, batch_idx: int) -> bool:

@@ -1,3 +1,0 @@
-"""Public name kept from before the package had floors: the numpy RNN lives in :mod:`charrnn.core.reference`."""
-
-from charrnn.core.reference import *  # noqa: F401,F403

@@ -1,0 +1,31 @@
+"""A Lightning callback that sends a signal to its own process at a chosen moment, for stop tests.
+
+A signal sent from outside lands wherever the process happens to be; this one lands exactly where a
+test asks, and still travels through the kernel to the real handler. Used as a config callback of
+a real ``charrnn-train`` process (``PYTHONPATH=tests/helpers``)::
+
+    +callbacks.kill._target_=signal_at.SignalAt +callbacks.kill.hook=test_batch +callbacks.kill.signum=15
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+
+class SignalAt(Callback):
+    def __init__(self, hook: str, signum: int, step: int = 0) -> None:
+        self.hook, self.signum, self.step, self.sent = hook, int(signum), int(step), False
+
+    def _maybe(self, hook: str, step: int) -> None:
+        if hook == self.hook and step >= self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._maybe("test_batch", batch_idx)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._maybe("train_batch", trainer.global_step)

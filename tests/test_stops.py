@@ -1,0 +1,124 @@
+"""Signals outside the training steps: during the final test, before training starts (a corpus read
+that blocks), and while a sweep job waits for a device slot. Each ends in one line with 128 + N, and
+run.json says ``stopped``; a stop in the test is finished by ``resume=``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY_RUN, only_run_dir, run_cli
+
+pytestmark = pytest.mark.slow
+
+HELPERS = {"PYTHONPATH": str(REPO / "tests" / "helpers")}
+
+
+def signal_in_test(signum: int) -> list[str]:
+    """Overrides that make the run send ``signum`` to itself as its final test starts its first batch."""
+    return ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=test_batch", f"+callbacks.kill.signum={signum}"]
+
+
+def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path, corpus):
+    base = ["data=text", f"data.path={corpus}", *TINY_RUN]
+    whole = run_cli([*base, "hydra.run.dir=whole"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = run_cli([*base, "hydra.run.dir=cut", *signal_in_test(signal.SIGTERM)], cwd=tmp_path, env=HELPERS)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "stopped by SIGTERM at step 20" in lines[-1] and "resume=" in lines[-1] and "Traceback" not in proc.stderr
+    cut = tmp_path / "cut"
+    record = json.loads((cut / "run.json").read_text())
+    assert record["status"] == "stopped" and record["global_step"] == 20 and not (cut / "metrics.json").exists()
+
+    resumed = run_cli([f"resume={cut}", "+callbacks.kill.hook=none"], cwd=tmp_path, env=HELPERS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    finished = json.loads((cut / "metrics.json").read_text())
+    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert finished["test"] == expected["test"] and finished["final"] == expected["final"]
+    assert finished["best_val_bpc"] == expected["best_val_bpc"] and finished["global_step"] == 20
+    assert json.loads((cut / "run.json").read_text())["status"] == "done"
+
+
+def test_ctrl_c_in_the_final_test_is_not_ignored(tmp_path, corpus):
+    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, *signal_in_test(signal.SIGINT)], cwd=tmp_path, env=HELPERS)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 130 and "stopped by SIGINT at step 20" in lines[-1], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert json.loads((only_run_dir(tmp_path) / "run.json").read_text())["status"] == "stopped"
+
+
+def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    exe = Path(sys.executable).parent / "charrnn-train"
+    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def blocked_opening_a_fifo(pid: int) -> bool:
+    """Whether the process sleeps in the kernel's FIFO open, waiting for a writer."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip() in ("wait_for_partner", "fifo_open")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_run_blocked_reading_its_corpus(tmp_path, signum, code):
+    """A FIFO with no writer blocks the corpus read forever: the signal must still end the run, at once."""
+    if not Path("/proc/self/wchan").exists():
+        pytest.skip("needs /proc/<pid>/wchan to see where the process blocks")
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    proc = popen_cli(["data=text", f"data.path={fifo}", *TINY_RUN], cwd=tmp_path)
+    try:
+        wait_until(lambda: blocked_opening_a_fifo(proc.pid) or proc.poll() is not None)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == code and len(lines) == 1, stderr[-2000:]
+    assert f"stopped by {signal.Signals(signum).name} before training started" in lines[0] and "Traceback" not in stderr
+    assert json.loads((only_run_dir(tmp_path) / "run.json").read_text())["status"] == "stopped"
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, signum, code):
+    from charrnn.cli.lease import hold_slot
+
+    locks = tmp_path / "locks"
+    args = ["-m", f"device_lease.lock_dir={locks}", "device_lease.pool=[0]", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1"]
+    with hold_slot([0], 1, locks, "the test"):  # the only slot is taken: the job waits
+        proc = popen_cli(args, cwd=tmp_path)
+        try:
+            waiting = ""
+            while "waiting for one" not in waiting:
+                line = proc.stderr.readline()
+                assert line, f"the job ended without waiting (exit {proc.wait()})"
+                waiting += line
+            proc.send_signal(signum)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == code and len(lines) == 1, stderr[-2000:]
+    assert f"stopped by {signal.Signals(signum).name} before training started" in lines[0] and "Traceback" not in stderr
+    (job,) = [p.parent for p in (tmp_path / "outputs" / "multirun").glob("*/*/*/run.json")]
+    assert json.loads((job / "run.json").read_text())["status"] == "stopped"
+    report = run_cli([str(job.parent)], cwd=tmp_path, script="charrnn-report")
+    assert report.returncode == 0 and "stopped" in report.stdout and "running" not in report.stdout, report.stdout + report.stderr
