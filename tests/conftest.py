@@ -49,6 +49,37 @@ def run_cli(args: list[str], cwd: Path, script: str = "charrnn-train", timeout: 
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def compose_config(overrides: list[str], output_dir: Path):
+    """``charrnn-train``'s config as Hydra composes it for these overrides, writing to ``output_dir``."""
+    from hydra import compose, initialize_config_module
+
+    import charrnn.cli.rundir  # noqa: F401  (registers the resolvers the configs use)
+
+    with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=[*overrides, f"output_dir={output_dir}"])
+
+
+def train_in_process(overrides: list[str], output_dir: Path) -> float:
+    """What ``charrnn-train`` does below Hydra's main, in this process: final config, checks, lock, train.
+
+    The run dir gets the ``.hydra/config.yaml`` Hydra would save, so ``resume=`` takes it as a run.
+    Returns the best val bpc; a user mistake raises :class:`charrnn.core.errors.UserError`.
+    """
+    from omegaconf import OmegaConf
+
+    from charrnn.cli.jobs import Job
+    from charrnn.cli.train import run
+    from charrnn.lit.stop import StopOnSignal
+
+    cfg = compose_config(overrides, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not (output_dir / ".hydra" / "config.yaml").exists() and not cfg.get("resume"):
+        (output_dir / ".hydra").mkdir(exist_ok=True)
+        OmegaConf.save(cfg, output_dir / ".hydra" / "config.yaml")
+    with StopOnSignal().handling() as stopper:
+        return run(cfg, Job(overrides=tuple(overrides)), stopper)
+
+
 def only_run_dir(root: Path) -> Path:
     """The single run directory a ``charrnn-train`` call made under ``root/outputs/runs``."""
     runs = sorted(p for p in (root / "outputs" / "runs").glob("*/*") if p.is_dir())

@@ -16,7 +16,7 @@ import torch
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.cli.rundir import load_run, read_checkpoint
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
 
 
 def data(path: str) -> list[str]:
-    return ["data=text", f"data.path={path}"]
+    return ["data=text", f"data.path=@/{path}"]  # @/: the workspace, filled in by the test
 
 
 # (case name, overrides relative to the workspace, words the one-line message must hold)
@@ -91,13 +91,13 @@ BAD_INPUTS = [
     ("not a number", ["data.seq_len=abc"], ["data.seq_len", "whole number"]),
     ("gpu without cuda", ["trainer=gpu"], ["GPU", "trainer=cpu"]),
     ("gpu devices", ["trainer=gpu", "trainer.devices=4"], ["4 CUDA GPU"]),
-    ("truncated checkpoint", ["ckpt_path=truncated.ckpt"], ["not a checkpoint"]),
-    ("not a checkpoint", ["ckpt_path=notackpt.ckpt"], ["not a checkpoint"]),
-    ("missing checkpoint", ["ckpt_path=nothere.ckpt"], ["does not exist"]),
-    ("unsafe checkpoint", ["ckpt_path=evil.ckpt"], ["refusing to load", "could run code"]),
+    ("truncated checkpoint", ["ckpt_path=@/truncated.ckpt"], ["not a checkpoint"]),
+    ("not a checkpoint", ["ckpt_path=@/notackpt.ckpt"], ["not a checkpoint"]),
+    ("missing checkpoint", ["ckpt_path=@/nothere.ckpt"], ["does not exist"]),
+    ("unsafe checkpoint", ["ckpt_path=@/evil.ckpt"], ["refusing to load", "could run code"]),
     ("vocab mismatch", ["RUN_LAST", "data=hello"], ["vocabulary"]),
     ("model mismatch", ["RUN_LAST", "model.hidden_size=32"], ["different model", "hidden_size"]),
-    ("resume a non-run", ["resume=adir"], ["not a run directory"]),
+    ("resume a non-run", ["resume=@/adir"], ["not a run directory"]),
     ("lr nan", ["optim.lr=nan"], ["optim.lr", "finite"]),
     ("lr inf", ["optim.lr=inf"], ["optim.lr", "finite"]),
     ("weight decay < 0", ["optim.weight_decay=-1"], ["optim.weight_decay"]),
@@ -120,28 +120,55 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("name,overrides,words", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words):
-    root, run = workspace["root"], workspace["run"]
-    before = snapshot(run)
-    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o for o in overrides]
-    args = [f"resume={workspace[a.split('=')[1]]}" if a in ("resume=BAD_CONFIG", "resume=BAD_RECORD") else a for a in args]
-    def without_resume_records(files: dict[str, str]) -> dict[str, str]:  # a refused resume adds only its own .hydra/resume-<id>/
-        return {k: v for k, v in files.items() if not k.startswith(".hydra/resume-")}
+# Hydra makes the run dir before any code of ours runs: these go through the real console script.
+STORAGE_CASES = {"run dir cannot be made", "run dir under a file"}
+# One user error through the real console script too: the one-line plumbing (stderr, exit code 2).
+SUBPROCESS_CASES = STORAGE_CASES | {"missing corpus"}
 
-    damaged = {k: without_resume_records(snapshot(workspace[k])) for k in ("BAD_CONFIG", "BAD_RECORD")}
+
+def bad_input_args(workspace: dict[str, Path], overrides: list[str]) -> list[str]:
+    root, run = workspace["root"], workspace["run"]
+    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o.replace("@/", f"{root}/") for o in overrides]
+    args = [f"resume={workspace[a.split('=')[1]]}" if a in ("resume=BAD_CONFIG", "resume=BAD_RECORD") else a for a in args]
     if not any(a.startswith(("data=", "resume=")) for a in args):
-        args = data(str(workspace["corpus"])) + args
-    proc = run_cli([*TINY_RUN, *args], cwd=root)
+        args = data(str(workspace["corpus"].name)) + args
+        args = [a.replace("@/", f"{root}/") for a in args]
+    return [*TINY_RUN, *args]
+
+
+def without_resume_records(files: dict[str, str]) -> dict[str, str]:  # a refused resume adds only its own .hydra/resume-<id>/
+    return {k: v for k, v in files.items() if not k.startswith(".hydra/resume-")}
+
+
+@pytest.mark.parametrize("name,overrides,words", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words, tmp_path):
+    """Composed by Hydra and run through everything charrnn-train does below Hydra's main, in this process;
+    the cases in SUBPROCESS_CASES go through the real console script (stderr, exit code 2)."""
     if name.startswith("gpu") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr[-2000:]
+    root, run = workspace["root"], workspace["run"]
+    before = snapshot(run)
+    damaged = {k: without_resume_records(snapshot(workspace[k])) for k in ("BAD_CONFIG", "BAD_RECORD")}
+    args = bad_input_args(workspace, overrides)
+    if name in SUBPROCESS_CASES:
+        proc = run_cli(args, cwd=root)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr[-2000:]
+        message = lines[0]
+        assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout  # no training work began
+    else:
+        out = tmp_path / "out"
+        with pytest.raises(UserError) as refused:
+            train_in_process(args, out)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert not (out / "tensorboard").exists() and not (out / "checkpoints").exists()  # no training work began
+        if (out / "run.json").exists():  # refused once the corpus was read: the record says so
+            assert json.loads((out / "run.json").read_text())["status"] == "failed"
     for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout  # no training work began
-    assert "check the spelling" not in lines[0]  # that hint is for unknown keys only
+        assert word in message, message
+    assert "check the spelling" not in message  # that hint is for unknown keys only
     assert snapshot(run) == before
     for key, files in damaged.items():
         assert without_resume_records(snapshot(workspace[key])) == files

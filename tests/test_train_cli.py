@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from charrnn.core.vocab import Vocabulary
 from charrnn.lit.datamodule import CharDataModule
 from charrnn.cli.rundir import load_run
-from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli
+from charrnn.core.errors import UserError
+from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -64,23 +65,22 @@ def test_train_writes_a_complete_run(tmp_path, corpus):
 
 
 def test_same_seed_gives_identical_logged_values(tmp_path, corpus):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = read_scalars(train_tiny(tmp_path / "a", corpus) / "tensorboard")
-    second = read_scalars(train_tiny(tmp_path / "b", corpus) / "tensorboard")
+    """train(cfg, ctx) in this process, twice, from a config composed by Hydra."""
+    tiny = ["data=text", f"data.path={corpus}", *TINY_RUN]
+    best = [train_in_process(tiny, tmp_path / name) for name in ("a", "b")]
+    first, second = (read_scalars(tmp_path / name / "tensorboard") for name in ("a", "b"))
     first.pop("epoch", None), second.pop("epoch", None)
-    assert first == second
+    assert first == second and best[0] == best[1]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["best_val_bpc"] == best[0]
 
 
 def test_resume_from_checkpoint(tmp_path, corpus):
-    run = train_tiny(tmp_path, corpus)
-    (tmp_path / "again").mkdir()
-    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=30", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], cwd=tmp_path / "again")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    resumed = only_run_dir(tmp_path / "again")
-    scalars = read_scalars(resumed / "tensorboard")
+    tiny = ["data=text", f"data.path={corpus}", *TINY_RUN]
+    train_in_process(tiny, tmp_path / "first")
+    train_in_process([*tiny, "trainer.max_steps=30", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "again")
+    scalars = read_scalars(tmp_path / "again" / "tensorboard")
     assert [step for step, _ in scalars["val/bpc"]] == [29]
-    assert json.loads((resumed / "metrics.json").read_text())["global_step"] == 30
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["global_step"] == 30
 
 
 def test_seed_notebook_learns_ello(tmp_path):
@@ -99,11 +99,9 @@ def test_seed_notebook_learns_ello(tmp_path):
 def test_gpu_request_without_cuda_is_one_clear_error(tmp_path, corpus):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = run_cli(["data=text", f"data.path={corpus}", "trainer=gpu"], cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "GPU" in lines[0] and "trainer=cpu" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(UserError) as refused:
+        train_in_process(["data=text", f"data.path={corpus}", "trainer=gpu"], tmp_path / "run")
+    assert "\n" not in str(refused.value) and "GPU" in str(refused.value) and "trainer=cpu" in str(refused.value)
 
 
 def test_module_entry_point_runs_from_another_directory(tmp_path, corpus):
