@@ -122,3 +122,20 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     assert json.loads((job / "run.json").read_text())["status"] == "stopped"
     report = run_cli([str(job.parent)], cwd=tmp_path, script="charrnn-report")
     assert report.returncode == 0 and "stopped" in report.stdout and "running" not in report.stdout, report.stdout + report.stderr
+
+
+def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
+    """With a writer at the other end, a FIFO is a corpus like any file (read once, to its end)."""
+    import hashlib
+    import threading
+
+    from conftest import TINY_TEXT, train_in_process
+
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(TINY_TEXT, encoding="utf-8"), daemon=True)
+    writer.start()
+    train_in_process(["data=text", f"data.path={fifo}", *TINY_RUN], tmp_path / "run")
+    writer.join(timeout=5)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "done" and record["corpus"]["sha256"] == hashlib.sha256(TINY_TEXT.encode()).hexdigest()

@@ -200,9 +200,8 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, corpus):
     first, second = job_dirs(sweep)
     for job in (first, second):
         assert json.loads((job / "metrics.json").read_text())["global_step"] == 20
-        run = json.loads((job / "run.json").read_text()) if (job / "run.json").is_file() else {}
-        if "device" in run:  # each of the 2 jobs got its share of the cores
-            assert run["device"]["cpu_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+        run = json.loads((job / "run.json").read_text())  # each of the 2 jobs got its share of the cores
+        assert run["device"]["cpu_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 @pytest.mark.slow
@@ -222,10 +221,11 @@ def test_a_failed_job_in_its_own_process_is_one_readable_line(tmp_path, corpus):
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("charrnn-train:")]
     assert len(lines) == 1 and len(lines[0]) < 800, proc.stderr[-3000:]  # two long paths, no traceback
-    assert lines[0].startswith("charrnn-train: error: unknown model.cell='bogus'") and "sweep job 1" in lines[0] and "sweep job 1" in lines[0] and "error.txt" in lines[0]
-    assert "Traceback" not in proc.stderr and "check the spelling" not in proc.stderr
     (sweep,) = sweep_dirs(tmp_path)
     good, bad = job_dirs(sweep)
+    assert lines[0].startswith("charrnn-train: error: unknown model.cell='bogus'") and f"sweep job 1: {bad.resolve()}" in lines[0]
+    assert "error.txt" in lines[0] and f"charrnn-report {sweep.resolve()}" in lines[0]
+    assert "Traceback" not in proc.stderr and "check the spelling" not in proc.stderr
     assert (good / "metrics.json").is_file() and (bad / "error.txt").read_text().startswith("charrnn-train: error: unknown model.cell")
 
 

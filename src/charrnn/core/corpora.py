@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sysconfig
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from charrnn.core.errors import UserError
+from charrnn.core.files import atomic_write
 
 HELLO = "hello"
 
@@ -119,10 +119,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise CorpusError(f"download of {url} has sha256 {digest}, expected {sha256}; pass a good local copy as data.path=PATH")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, dest)
+    atomic_write(dest, lambda f: f.write(data))
 
 
 def load_corpus(name: str, path: str | None = None, encoding: str = "utf-8", errors: str = "strict", max_chars: int | None = None) -> str:
