@@ -73,14 +73,15 @@ def start_cluster() -> SlurmCluster:
     cluster = SlurmCluster(str(state / "etc" / "slurm.conf"), state)
     try:
         up = subprocess.run([str(SCRIPT), "up", str(state)], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired as e:
+    except subprocess.TimeoutExpired:
         cluster.stop()
-        raise RuntimeError(f"{SCRIPT} up timed out:\n{e.stdout}{e.stderr}") from e
+        raise SlurmUnavailable(f"{SCRIPT} up {state} did not finish in 120 s; its logs are in {state}/log") from None
     if up.returncode != 0 or not cluster.answers():
         cluster.stop()
         if "port 68" in up.stderr and "in use" in up.stderr:  # e.g. another pytest worker's cluster
             raise SlurmUnavailable(f"another SLURM already runs here, not reachable through SLURM_CONF; {up.stderr.strip()}")
-        raise RuntimeError(f"{SCRIPT} up failed:\n{up.stdout}{up.stderr}")
+        why = " ".join((up.stderr.strip() or up.stdout.strip() or f"exit {up.returncode}").splitlines()[-3:])
+        raise SlurmUnavailable(f"{SCRIPT} up could not bring a cluster up: {why}")
     return cluster
 
 

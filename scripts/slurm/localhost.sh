@@ -52,7 +52,7 @@ mysql_ok() { mariadb --socket="$MYSQL_SOCK" -e 'select 1'; }
 # start NAME LOGFILE CMD...: run a daemon in the foreground of its own session, record its PID.
 start() {
     local name=$1 log=$2; shift 2
-    setsid "$@" </dev/null >>"$log" 2>&1 &
+    setsid "$@" </dev/null >>"$log" 2>&1 9>&- &  # 9: the bring-up lock (cmd_up), not the daemons' to hold
     echo "$name $!" >>"$PIDS"
 }
 
@@ -153,6 +153,10 @@ start_mysql() {
 cmd_up() {
     [[ $EUID == 0 ]] || die "up needs root"
     command -v slurmctld >/dev/null || die "slurm is not installed: run sudo $0 install"
+    # One bring-up at a time on this machine: two would race for the ports and the mariadb template.
+    mkdir -p /var/cache/charrnn-slurm
+    exec 9>/var/cache/charrnn-slurm/up.lock
+    flock -w 300 9 || die "another bring-up has held /var/cache/charrnn-slurm/up.lock for 5 minutes"
     if answers && accounting; then say "already up ($STATE); source $STATE/env"; return; fi
     [[ -f $PIDS ]] && { say "stale daemons from an earlier up: stopping them"; cmd_down >/dev/null; }
     local port pw
