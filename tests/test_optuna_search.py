@@ -85,7 +85,7 @@ def test_without_a_pruner_every_trial_completes(tmp_path):
 
 def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(tmp_path):
     args = search_args(tmp_path, LR, "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
-                       "trainer.max_steps=300", "trainer.val_check_interval=100")
+                       "trainer.max_steps=60", "trainer.val_check_interval=30")
     exe = Path(sys.executable).parent / "charrnn-train"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     with open(tmp_path / "first.log", "w") as log:
