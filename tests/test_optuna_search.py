@@ -5,6 +5,7 @@ Real ``charrnn-train`` processes and a real study on disk (SQLite or Optuna's jo
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -66,6 +67,12 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
         last = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)
         assert last["global_step"] == step  # the stop finished its step and saved it
         assert not (tmp_path / "sweep" / str(trial.number) / "metrics.json").exists()  # never tested as done
+    report = run_cli([str(tmp_path / "sweep")], cwd=tmp_path, script="charrnn-report")
+    assert report.returncode == 0, report.stderr[-3000:]
+    with open(tmp_path / "sweep" / "report.csv", newline="") as f:
+        rows = {int(row["job"]): row for row in csv.DictReader(f)}
+    assert {n for n, row in rows.items() if row["status"] == "pruned"} == {t.number for t in pruned}
+    assert "callbacks.optuna_pruning" not in "".join(rows[0])  # the trial's channel is no column
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             record = run_json(tmp_path, trial.number)
@@ -110,7 +117,7 @@ def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(t
 def test_parallel_search_has_no_batch_barrier(tmp_path):
     """One long trial and four short ones, two at a time: the short ones follow each other in the
     other slot while the long one runs, each starting as soon as the one before it ended."""
-    long_steps, short_steps = 240, 3
+    long_steps, short_steps = 400, 3
     storage = f"journal://{tmp_path / 'study.log'}"  # Optuna's journal file, as on a shared filesystem
     from charrnn.lit.pruning import open_storage
 
