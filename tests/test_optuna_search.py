@@ -143,3 +143,9 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     for before, after in zip(shorts, shorts[1:]):
         if before[1] <= long_end:  # the long trial holds the other slot: this one's slot was free
             assert after[0] - before[1] <= startup, (span, startup)
+
+
+def test_a_pruner_without_a_storage_the_trials_can_reach_is_refused_in_one_sentence(tmp_path):
+    proc = run_cli(search_args(tmp_path, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=1"), cwd=tmp_path)
+    assert proc.returncode == 2 and not (tmp_path / "sweep" / "0").exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("charrnn-train: error: hydra.sweeper.pruner needs a storage")

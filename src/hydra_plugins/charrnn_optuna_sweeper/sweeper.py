@@ -58,17 +58,21 @@ class CharrnnOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
+        from charrnn.core.errors import UserError
         from charrnn.lit.pruning import open_storage
 
         from ._search import absolute_storage, grid_choices, search_space
 
-        space, fixed = search_space(self.params, arguments)
-        if isinstance(self.sampler, functools.partial):  # sampler=grid: its grid is the search space
-            self.sampler = self.sampler(search_space=grid_choices(space))
+        try:
+            space, fixed = search_space(self.params, arguments)
+            if isinstance(self.sampler, functools.partial):  # sampler=grid: its grid is the search space
+                self.sampler = self.sampler(search_space=grid_choices(space))
+        except ValueError as e:
+            raise UserError(str(e)) from None
         self.storage_url = absolute_storage(self.storage_url)
         storage = open_storage(self.storage_url) if self.storage_url else None
         if storage is None and not isinstance(self.pruner, optuna.pruners.NopPruner):
-            raise ValueError("hydra.sweeper.pruner needs a storage the trials can reach: set hydra.sweeper.storage "
+            raise UserError("hydra.sweeper.pruner needs a storage the trials can reach: set hydra.sweeper.storage "
                              "(sqlite:///search.db, journal:///shared/search.log or an RDB URL)")
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                     pruner=self.pruner, directions=self.directions, load_if_exists=True)
@@ -146,9 +150,7 @@ class CharrnnOptunaSweeper(Sweeper):
                         first_failure = first_failure or future
         if first_failure is not None and too_many:
             log.error(f"{failed} of {ended} trials failed (max_failure_rate={self.max_failure_rate})")
-            returns = first_failure.result()  # a launcher's own error is raised here
-            for ret in returns:
-                ret.return_value  # the job's error, raised as the official sweeper does
+            first_failure.result()[0].return_value  # the job's own error, raised as the official sweeper does
 
     def tell(self, trial: Any, future: Future) -> bool:
         """Record how a trial's job ended in the study; False if it failed."""
@@ -156,13 +158,14 @@ class CharrnnOptunaSweeper(Sweeper):
 
         try:
             ret = future.result()[0]
+        except Exception as e:  # the launcher's own error (sbatch refused, a worker process lost): stop the search
+            self.fail(trial, e)
+            raise
+        try:
             value = ret.return_value  # raises the job's own error if it failed
             values = [float(v) for v in value] if len(self.directions) > 1 else [float(value)]
         except Exception as e:
-            reason = (f"{type(e).__name__}: {e}".strip().splitlines() or [""])[0][:500]
-            self.set_user_attr(trial.number, "failed_because", reason)
-            self.study.tell(trial.number, state=TrialState.FAIL)
-            log.warning(f"Trial {trial.number} failed: {reason}")
+            self.fail(trial, e)
             return False
         pruned_at = self.storage.get_trial(self.trial_id(trial.number)).user_attrs.get("pruned_at_step") \
             if self.storage is not None else None
@@ -173,6 +176,14 @@ class CharrnnOptunaSweeper(Sweeper):
             self.study.tell(trial.number, values=values)
             log.info(f"Trial {trial.number} finished: {values} with {trial.params}")
         return True
+
+    def fail(self, trial: Any, error: BaseException) -> None:
+        from optuna.trial import TrialState
+
+        reason = (f"{type(error).__name__}: {error}".strip().splitlines() or [""])[0][:500]
+        self.set_user_attr(trial.number, "failed_because", reason)
+        self.study.tell(trial.number, state=TrialState.FAIL)
+        log.warning(f"Trial {trial.number} failed: {reason}")
 
     def save_results(self) -> None:
         from optuna.trial import TrialState
