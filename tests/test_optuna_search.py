@@ -132,6 +132,9 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="tiny", storage=open_storage(storage)).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    # The jobs reported each validation to the journal file, at its global step.
+    assert sorted(trials[0].intermediate_values) == sorted({*range(3, long_steps + 1, 3), long_steps})  # + the last
+    assert all(sorted(t.intermediate_values) == [3] for t in trials[1:])
     span = {n: (datetime.fromisoformat(run_json(tmp_path, n)["started"]),
                 datetime.fromisoformat(run_json(tmp_path, n)["ended"])) for n in range(5)}
     assert run_json(tmp_path, 0)["global_step"] == long_steps
