@@ -52,8 +52,9 @@ def run_json(root: Path, trial: int) -> dict:
 def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_path):
     import torch
 
-    proc = run_cli(search_args(tmp_path, LR, f"trainer.max_steps={MAX_STEPS}", "hydra.sweeper.n_trials=12", "hydra/sweeper/pruner=median",
-                               "hydra.sweeper.pruner.n_startup_trials=2"), cwd=tmp_path)
+    args = search_args(tmp_path, LR, f"trainer.max_steps={MAX_STEPS}", "hydra.sweeper.n_trials=12",
+                       "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")
+    proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
     assert len(trials) == 12 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
@@ -96,10 +97,12 @@ def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(t
     exe = Path(sys.executable).parent / "charrnn-train"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+        first = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                 env=env)
         deadline = time.time() + 240
         while not (tmp_path / "sweep" / "1" / "run.json").is_file():  # trial 1 is under way
-            assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            assert first.poll() is None and time.time() < deadline, \
+                (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -133,7 +136,8 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     trials = optuna.load_study(study_name="tiny", storage=open_storage(storage)).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     # The jobs reported each validation to the journal file, at its global step.
-    assert sorted(trials[0].intermediate_values) == sorted({*range(3, long_steps + 1, 3), long_steps})  # + the last
+    # every third step, and the last (Lightning validates when max_steps ends the run)
+    assert sorted(trials[0].intermediate_values) == sorted({*range(3, long_steps + 1, 3), long_steps})
     assert all(sorted(t.intermediate_values) == [3] for t in trials[1:])
     span = {n: (datetime.fromisoformat(run_json(tmp_path, n)["started"]),
                 datetime.fromisoformat(run_json(tmp_path, n)["ended"])) for n in range(5)}
@@ -149,6 +153,8 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
 
 
 def test_a_pruner_without_a_storage_the_trials_can_reach_is_refused_in_one_sentence(tmp_path):
-    proc = run_cli(search_args(tmp_path, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=1"), cwd=tmp_path)
+    args = search_args(tmp_path, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=1")
+    proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 2 and not (tmp_path / "sweep" / "0").exists()
-    assert proc.stderr.strip().splitlines()[-1].startswith("charrnn-train: error: hydra.sweeper.pruner needs a storage")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("charrnn-train: error: hydra.sweeper.pruner needs a storage")

@@ -35,7 +35,8 @@ class Pruned(Exception):
 
 def open_storage(url: str) -> Any:
     """An Optuna storage from a URL: ``journal:///path/to/file`` is Optuna's journal file (for a shared
-    filesystem, where SQLite's locks are unsafe); anything else (sqlite:///, postgresql://, ...) is an RDB URL."""
+    filesystem, where SQLite's locks are unsafe); anything else (sqlite:///, postgresql://, ...) is an
+    RDB URL."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 

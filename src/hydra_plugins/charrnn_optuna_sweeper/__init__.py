@@ -1,4 +1,4 @@
-"""charrnn's Hydra sweeper for Optuna 4: ``hydra/sweeper=charrnn_optuna`` (see conf/hparams_search/optuna.yaml).
+"""charrnn's Hydra sweeper for Optuna 4: ``hydra/sweeper=charrnn_optuna`` (conf/hparams_search/optuna.yaml).
 
 The keys of the official hydra-optuna-sweeper (which pins Optuna 2), plus ``pruner``; trials run
 without a batch barrier and a search resumes from its study. ``config`` registers the configs,

@@ -32,7 +32,9 @@ def distribution(override: Override) -> BaseDistribution | str:
                      "(use choice, range, interval or tag(log, interval))")
 
 
-def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+def search_space(
+    params: dict[str, str], arguments: list[str]
+) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
     """The swept params (``hydra.sweeper.params``, then command-line sweeps) and the fixed ones."""
     lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
     swept: dict[str, BaseDistribution] = {}

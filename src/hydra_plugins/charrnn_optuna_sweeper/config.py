@@ -124,7 +124,8 @@ class CharrnnOptunaSweeperConf:
 def register() -> None:
     store = ConfigStore.instance()
     provider = "charrnn_optuna_sweeper"
-    store.store(group="hydra/sweeper", name="charrnn_optuna", node=CharrnnOptunaSweeperConf, provider=provider)
+    store.store(group="hydra/sweeper", name="charrnn_optuna", node=CharrnnOptunaSweeperConf,
+                provider=provider)
     samplers = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "cmaes": CmaEsSamplerConfig,
                 "nsgaii": NSGAIISamplerConfig, "qmc": QMCSamplerConfig, "grid": GridSamplerConfig}
     for name, node in samplers.items():

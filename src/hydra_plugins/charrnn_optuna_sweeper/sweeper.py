@@ -72,13 +72,15 @@ class CharrnnOptunaSweeper(Sweeper):
         self.storage_url = absolute_storage(self.storage_url)
         storage = open_storage(self.storage_url) if self.storage_url else None
         if storage is None and not isinstance(self.pruner, optuna.pruners.NopPruner):
-            raise UserError("hydra.sweeper.pruner needs a storage the trials can reach: set hydra.sweeper.storage "
+            raise UserError("hydra.sweeper.pruner needs a storage the trials can reach: "
+                            "set hydra.sweeper.storage "
                              "(sqlite:///search.db, journal:///shared/search.log or an RDB URL)")
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                     pruner=self.pruner, directions=self.directions, load_if_exists=True)
         self.study, self.storage, self.space, self.fixed = study, storage, space, fixed
         retried = self.close_left_running()
-        log.info(f"Study {study.study_name} in {self.storage_url}: {self.finished()} of {self.n_trials} trials "
+        log.info(f"Study {study.study_name} in {self.storage_url}: "
+                 f"{self.finished()} of {self.n_trials} trials "
                  f"finished, {retried} to run again; {self.slots} at a time")
         self.run_trials()
         self.save_results()
@@ -96,7 +98,7 @@ class CharrnnOptunaSweeper(Sweeper):
         for trial in left:
             self.set_user_attr(trial.number, "failed_because", LEFT_RUNNING)
             self.study.tell(trial.number, state=TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         return len(left)
 
     def trial_id(self, number: int) -> int:
@@ -137,9 +139,11 @@ class CharrnnOptunaSweeper(Sweeper):
         with ThreadPoolExecutor(self.slots, thread_name_prefix="trial") as pool:
             while True:
                 too_many = ended and failed / ended > self.max_failure_rate or failed >= self.n_trials
-                while not too_many and len(running) < self.slots and self.finished() + len(running) < self.n_trials:
+                wanted = self.n_trials - self.finished() - len(running)
+                while not too_many and len(running) < self.slots and wanted > 0:
                     trial = self.study.ask(fixed_distributions=self.space)
                     running[self.launch(pool, trial)] = trial
+                    wanted -= 1
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -158,7 +162,7 @@ class CharrnnOptunaSweeper(Sweeper):
 
         try:
             ret = future.result()[0]
-        except Exception as e:  # the launcher's own error (sbatch refused, a worker process lost): stop the search
+        except Exception as e:  # the launcher's own error (sbatch refused, a worker lost): stop the search
             self.fail(trial, e)
             raise
         try:
