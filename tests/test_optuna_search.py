@@ -80,6 +80,13 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
             assert record["status"] == "done" and record["global_step"] == MAX_STEPS
             assert sorted(trial.intermediate_values) == [3, 6, 9, 12]  # every validation, at its global step
             assert trial.value == pytest.approx(record["best_val_bpc"])
+    # A pruned trial continued by hand trains to the end; the study keeps it PRUNED.
+    first = tmp_path / "sweep" / str(pruned[0].number)
+    resumed = run_cli([f"resume={first}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((first / "run.json").read_text())
+    assert record["status"] == "done" and record["global_step"] == MAX_STEPS
+    assert load_study(tmp_path).trials[pruned[0].number].state == TrialState.PRUNED
 
 
 def test_without_a_pruner_every_trial_completes(tmp_path):

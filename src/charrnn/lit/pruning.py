@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 MONITOR = "val/bpc"
 
@@ -61,11 +62,17 @@ class ReportToOptuna(Callback):
                                   sampler=optuna.samplers.RandomSampler())
         trial_id = storage_obj.get_trial_id_from_study_id_trial_number(
             storage_obj.get_study_id_from_name(study_name), self.number)
-        self.trial = optuna.trial.Trial(study, trial_id)
         self.pruned_at: int | None = None
+        self.trial: Any = None
+        state = storage_obj.get_trial(trial_id).state
+        if state.is_finished():  # a trial continued by hand (resume=<trial dir>): its study result stands
+            rank_zero_info(f"Optuna trial {self.number} of study {study_name} is {state.name} already: "
+                           "this run reports nothing to it and is not pruned")
+        else:
+            self.trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+        if self.trial is None or trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
             return
         prune = False
         value, step = float(trainer.callback_metrics[MONITOR]), trainer.global_step
