@@ -128,7 +128,8 @@ def test_launcher_search_and_trainer_configs_compose(tmp_path):
 
     search = composed("hparams_search=optuna", "seed=7")
     sweeper = search.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper._target_ == "hydra_plugins.charrnn_optuna_sweeper.sweeper.CharrnnOptunaSweeper"
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
     assert sweeper.sampler.seed == 7 and str(sweeper.direction).endswith("minimize") and sweeper.storage.startswith("sqlite:///")
     assert set(sweeper.params) == {"optim.lr", "model.hidden_size", "model.cell"} and search.hydra.mode.name == "MULTIRUN"
 
@@ -230,7 +231,6 @@ def test_a_failed_job_in_its_own_process_is_one_readable_line(tmp_path, corpus):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # optuna 2.10 on SQLAlchemy 1.4: "not compatible with SQLAlchemy 2.0"
 def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
     import optuna
 
@@ -240,8 +240,9 @@ def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
               "model.hidden_size=choice(16,32)", "model.cell=choice(rnn,gru)"]
     first = run_cli([*common, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    # Resume: same storage and study name; a new sampler seed so the random start-up trials are new ones.
-    again = run_cli([*common, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=2"], cwd=tmp_path)
+    # Resume: same storage and study name, up to 4 finished trials; a new sampler seed so the random
+    # start-up trials are new ones.
+    again = run_cli([*common, "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=2"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")

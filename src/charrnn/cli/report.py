@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-STATUS_ORDER = {"done": 0, "running": 1, "stopped": 2, "cancelled": 3, "failed": 4}
+STATUS_ORDER = {"done": 0, "pruned": 1, "running": 2, "stopped": 3, "cancelled": 4, "failed": 5}
 UNFINISHED = ("stopped", "cancelled", "failed")  # listed with their reason and log
 
 
@@ -100,6 +100,8 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
         job.error, _, job.log = first.partition("; log: ")
     elif run.get("status") == "failed" or log_error(path):
         job.status, job.error = "failed", run.get("error") or log_error(path)
+    elif run.get("status") == "pruned":  # an Optuna trial its pruner stopped: a result, with its curve so far
+        job.status = "pruned"
     elif run.get("status") == "stopped":
         job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: charrnn-train resume={path}"
     job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
@@ -122,6 +124,7 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
 def read_job(path: Path) -> Job:
     raw = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = dict(str(o).partition("=")[::2] for o in raw)
+    overrides.pop("++callbacks.optuna_pruning", None)  # the Optuna trial's channel to its study, not a param
     match = re.match(r"(\d+)", path.name)
     job = Job(int(match.group(1)) if match else -1, path, overrides)
     job.curve = val_curve(path)
@@ -266,7 +269,7 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
     out = Table(title=f"sweep {sweep}", title_justify="left")
     for name in header:
         out.add_column(name, overflow="fold", justify="right" if name in ("job", "best val/bpc", "final val/bpc", "epochs", "steps", "wall s") else "left")
-    style = {"done": "", "running": "yellow", "stopped": "cyan", "cancelled": "magenta", "failed": "red"}
+    style = {"done": "", "pruned": "blue", "running": "yellow", "stopped": "cyan", "cancelled": "magenta", "failed": "red"}
     for job, row in zip(jobs, table):
         out.add_row(*row, style=style[job.status])
     console = Console()

@@ -29,6 +29,7 @@ from charrnn.cli.record import RunRecord
 from charrnn.cli.training import RunContext, train
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
+from charrnn.lit.pruning import Pruned
 from charrnn.lit.stop import StopOnSignal, Stopped
 
 PROG = "charrnn-train"
@@ -96,6 +97,10 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
         except Stopped as e:
             record.finish("stopped", stopped_by=e.signal_name, global_step=e.step, checkpoint=e.checkpoint)
             raise
+        except Pruned as e:  # an Optuna trial its pruner stopped (lit/pruning.py): a result, not a failure
+            record.finish("pruned", best_val_bpc=e.best_val_bpc, global_step=e.step, checkpoint=e.checkpoint, trial=e.trial)
+            print(f"{PROG}: {e}; best val bpc {e.best_val_bpc:.4f}; checkpoint saved", file=sys.stderr)
+            return e.best_val_bpc
         except BaseException as e:  # KeyboardInterrupt too: run.json says how a run that had started ended
             if record.written:
                 record.finish("failed", error=(f"{type(e).__name__}: {e}".strip().splitlines() or [""])[0])
