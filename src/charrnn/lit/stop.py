@@ -79,7 +79,7 @@ class StopOnSignal(Callback):
             return
         dirpath = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
         path = str(Path(dirpath or trainer.default_root_dir) / "last.ckpt")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole training state (Lightning logs a line when unsaid)
         raise Stopped(received, trainer.global_step, path)
 
 

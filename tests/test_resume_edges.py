@@ -1,0 +1,147 @@
+"""Resume at its edges: stops before any checkpoint, copied and moved run dirs, gradient accumulation,
+changed shapes, and the lines a stop and a resume print.
+
+Most runs here are in-process: the config composed with Hydra from the shipped ``conf/``, the real
+DataModule, module, callbacks and Trainer, real signals sent to this process at a chosen step, real
+checkpoints reloaded. The CLI runs as a subprocess where the run dir and its paths are the point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+from charrnn.core.checkpoint import read_checkpoint
+from charrnn.lit.checkpoint_io import SafeCheckpointIO
+from charrnn.lit.stop import StopOnSignal, Stopped
+from conftest import TINY_TEXT, only_run_dir, run_cli, tensorboard_history
+
+# A 2-layer LSTM with dropout; an epoch has 49 batches of 8 x 16; validation every 10 steps.
+SMALL_RUN = [
+    "model.hidden_size=16", "model.num_layers=2", "model.dropout=0.1", "data.seq_len=16", "data.batch_size=8",
+    "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false", "sample.length=10",
+]
+
+
+class Crash(Exception):
+    """What a SIGKILL leaves: the process gone at a step, nothing saved then."""
+
+
+class AtStep(Callback):
+    """At the end of optimizer step ``step``: send ``signum`` to this process (a real signal), or crash."""
+
+    def __init__(self, step: int, signum: int | None = None) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.signum is None:
+            raise Crash(f"killed at step {self.step}")
+        self.step = -1  # once (a step spans several batches under gradient accumulation)
+        os.kill(os.getpid(), self.signum)
+
+
+def compose_run(out: Path, corpus: Path, *overrides: str) -> Any:
+    with initialize_config_module("charrnn.conf", version_base="1.3"):
+        return compose("train", overrides=["data=text", f"data.path={corpus}", f"output_dir={out}", *SMALL_RUN, *overrides])
+
+
+def fit(cfg: Any, resume: bool = False, at: AtStep | None = None) -> tuple[L.Trainer, Stopped | Crash | None]:
+    """``charrnn-train``'s fit, in this process: from ``<output_dir>/checkpoints/last.ckpt`` when ``resume``."""
+    ckpt_path = str(Path(cfg.output_dir) / "checkpoints" / "last.ckpt") if resume else None
+    datamodule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule.setup("fit")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = instantiate(cfg.model, vocab_size=len(datamodule.vocab))
+    module = instantiate(cfg.module, model=model, vocab=datamodule.vocab, stateful=datamodule.batching == "stateful")
+    purge = {"purge_step": int(read_checkpoint(ckpt_path)["global_step"])} if resume else {}
+    logger = instantiate(cfg.logger.tensorboard, **purge)
+    stopper = StopOnSignal()
+    callbacks = [*([at] if at else []), *(instantiate(c) for c in cfg.callbacks.values()), stopper]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[SafeCheckpointIO()])
+    with stopper.handling():
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except (Stopped, Crash) as e:
+            return trainer, e
+    return trainer, None
+
+
+def last_step(out: Path) -> int:
+    return int(read_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"])
+
+
+def checkpoint_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+@pytest.fixture
+def text(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT)
+    return path
+
+
+def test_last_ckpt_follows_a_stop_before_any_validation_then_a_kill(tmp_path, text):
+    """Issue 15 case A: a stop before the first validation, a resume killed later, and a resume of that."""
+    out = tmp_path / "run"
+    _, stop = fit(compose_run(out, text), at=AtStep(3, signal.SIGTERM))
+    assert isinstance(stop, Stopped) and last_step(out) == stop.step < 10
+    _, crash = fit(compose_run(out, text), resume=True, at=AtStep(25))  # validations at 10 and 20, then a kill
+    assert isinstance(crash, Crash)
+    assert last_step(out) == 20, "last.ckpt did not follow the validations after the stop"
+    assert not [name for name in checkpoint_files(out) if "-v" in name], checkpoint_files(out)
+    trainer, ended = fit(compose_run(out, text), resume=True)
+    assert ended is None and trainer.global_step == 40 and last_step(out) == 40
+    assert checkpoint_files(out) == [Path(trainer.checkpoint_callback.best_model_path).name, "last.ckpt"]
+
+
+def test_last_ckpt_is_written_at_a_validation_that_did_not_improve(tmp_path, text):
+    """A kill after a validation without a new best resumes from that validation, not from the best one."""
+    out = tmp_path / "run"
+    _, crash = fit(compose_run(out, text, "optim.lr=1e-12"), at=AtStep(25))  # no validation improves on the first
+    assert isinstance(crash, Crash)
+    assert checkpoint_files(out) == ["best-step000010.ckpt", "last.ckpt"] and last_step(out) == 20
+
+
+def test_a_checkpoint_names_no_absolute_path(tmp_path, text):
+    out = tmp_path / "run"
+    fit(compose_run(out, text, "trainer.max_steps=10"))
+    state = read_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert str(tmp_path) not in repr(state["callbacks"]), state["callbacks"]
+
+
+def test_a_moved_then_copied_run_dir_resumes_in_place(tmp_path, text):
+    """Issue 15 cases B and C, through charrnn-train: the run dir's checkpoints are its own wherever it is."""
+    base = ["data=text", f"data.path={text}", *SMALL_RUN, "trainer.max_steps=20"]
+    proc = run_cli(base, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    moved = tmp_path / "moved"
+    shutil.move(str(only_run_dir(tmp_path)), moved)
+    resumed = run_cli([f"resume={moved}", "trainer.max_steps=30"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    before = {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()}
+    for steps in (40, 50):
+        again = run_cli([f"resume={copy}", f"trainer.max_steps={steps}"], cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-2000:]
+        metrics = json.loads((copy / "metrics.json").read_text())
+        assert metrics["global_step"] == steps and metrics["train_chars"] == 10 * 8 * 16, "it retrained old steps"
+        assert Path(metrics["best_checkpoint"]).parent == copy / "checkpoints" and Path(metrics["best_checkpoint"]).is_file()
+        assert last_step(copy) == steps
+        assert not [name for name in checkpoint_files(copy) if "-v" in name], checkpoint_files(copy)
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()} == before, "the copy wrote into the original"
+    assert [step for step, _ in tensorboard_history(copy)["val/bpc"]] == [9, 19, 29, 39, 49]  # step s logs as s - 1
