@@ -79,6 +79,11 @@ def fit(cfg: Any, resume: bool = False, at: AtStep | None = None) -> tuple[L.Tra
     return trainer, None
 
 
+def epochs_logged(out: Path) -> int:
+    """Epochs TensorBoard saw training enter (Lightning logs the epoch number beside every scalar)."""
+    return int(max(epoch for _, epoch in tensorboard_history(out)["epoch"])) + 1
+
+
 def last_step(out: Path) -> int:
     return int(read_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"])
 
@@ -145,3 +150,35 @@ def test_a_moved_then_copied_run_dir_resumes_in_place(tmp_path, text):
         assert not [name for name in checkpoint_files(copy) if "-v" in name], checkpoint_files(copy)
     assert {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()} == before, "the copy wrote into the original"
     assert [step for step, _ in tensorboard_history(copy)["val/bpc"]] == [9, 19, 29, 39, 49]  # step s logs as s - 1
+
+
+def outcome(trainer: L.Trainer, out: Path) -> tuple[Any, ...]:
+    """What a run ends with: its step, final validation, best score and TensorBoard history."""
+    val = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return trainer.global_step, val, float(trainer.checkpoint_callback.best_model_score), tensorboard_history(out)
+
+
+@pytest.mark.parametrize("batching,saved", [("stateful", 46), ("random", 45)])
+def test_gradient_accumulation_trains_every_epoch_and_resumes_exactly(tmp_path, text, batching, saved):
+    """Issue 15 item 3: 2 batches a step, validation every 10 batches; a stop mid-epoch, then a kill at step 48.
+    Stateful: 49 batches an epoch (25 steps, the last of one batch), so from the 2nd epoch on validation
+    comes mid-step and is saved at the step's end (the one after batch 90: step 46). Random: 48 (24 steps)."""
+    # max_time: the defect this tests made training loop forever without a step (it ends fit, then the asserts fail).
+    args = [f"data.batching={batching}", "+trainer.accumulate_grad_batches=2", "trainer.max_steps=60", "trainer.max_time=00:00:05:00"]
+    trainer, ended = fit(compose_run(tmp_path / "straight", text, *args))
+    assert ended is None and trainer.global_step == 60
+    assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "straight")
+    expected = outcome(trainer, tmp_path / "straight")
+    out = tmp_path / "stopped"
+    _, stop = fit(compose_run(out, text, *args), at=AtStep(37, signal.SIGTERM))
+    assert isinstance(stop, Stopped)
+    _, crash = fit(compose_run(out, text, *args), resume=True, at=AtStep(48))
+    assert isinstance(crash, Crash) and last_step(out) == saved
+    trainer, ended = fit(compose_run(out, text, *args), resume=True)
+    assert ended is None and outcome(trainer, out) == expected
+
+
+def test_epochs_entered_counts_limited_epochs(tmp_path, text):
+    """Issue 15 item 9: metrics.json's epochs with trainer.limit_train_batches (10 of 49 batches an epoch)."""
+    trainer, _ = fit(compose_run(tmp_path / "run", text, "+trainer.limit_train_batches=10", "trainer.max_steps=25"))
+    assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "run")

@@ -35,6 +35,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, save_last=False, enable_version_counter=False, **kwargs)
         self.keep_last = bool(save_last)
         self.last_written_step: int | None = None
+        self.step_seen, self.stepped, self.save_due = 0, True, False  # where the optimizer steps (on_train_batch_end)
 
     @property
     def state_key(self) -> str:
@@ -48,9 +49,27 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_written_step = trainer.global_step
         return path
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.step_seen, self.stepped, self.save_due = trainer.global_step, True, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        # Under gradient accumulation a batch may end without an optimizer step: its gradients so far
+        # would be in no checkpoint, so a validation then is saved at the end of the step instead.
+        self.stepped, self.step_seen = trainer.global_step != self.step_seen, trainer.global_step
+        if self.stepped and self.save_due:
+            self.save_due = False
+            self.on_validation_end(trainer, pl_module)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        if not self.stepped:
+            self.save_due = True
+            return
         super().on_validation_end(trainer, pl_module)
-        if self.keep_last and trainer.state.fn == "fit" and not trainer.sanity_checking:
+        if self.keep_last:
             self.write_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -68,10 +87,15 @@ class RunCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A checkpoint's record of its files, as files of this run's checkpoint directory (where a copied
-        or moved run dir has them); checkpoints with absolute paths (older ones) are placed there too."""
-        here = lambda path: os.path.join(str(self.dirpath), os.path.basename(path)) if path else ""  # noqa: E731
+        or moved run dir has them; older checkpoints' absolute paths too). A file no longer there is
+        forgotten: the run then tests its final weights unless a later validation saves a best one."""
+
+        def here(path: str) -> str:
+            local = os.path.join(str(self.dirpath), os.path.basename(path)) if path else ""
+            return local if local and os.path.isfile(local) else ""
+
         state = dict(state_dict, dirpath=self.dirpath)
         for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
             state[key] = here(state.get(key, ""))
-        state["best_k_models"] = {here(path): score for path, score in state.get("best_k_models", {}).items()}
+        state["best_k_models"] = {here(path): score for path, score in state.get("best_k_models", {}).items() if here(path)}
         super().load_state_dict(state)

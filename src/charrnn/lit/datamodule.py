@@ -109,14 +109,26 @@ class CharDataModule(L.LightningDataModule):
         dataset, draws, per_batch = self._train_windows()
         return (draws if draws is not None else len(dataset)) // per_batch  # type: ignore[arg-type]
 
+    def epoch_batches(self, trainer: Any) -> int:
+        """Batches an epoch trains: all of them, or fewer where ``trainer.limit_train_batches`` says so."""
+        limited = trainer.num_training_batches
+        return int(limited) if isinstance(limited, (int, float)) and 0 < limited < math.inf else self.batches_per_epoch()
+
+    def epochs_entered(self, trainer: Any) -> int:
+        """Training epochs entered by ``trainer.global_step`` (the last may be partial), a resumed run's too:
+        from the step count, with ``limit_train_batches`` and ``accumulate_grad_batches`` taken into account."""
+        epoch_steps = math.ceil(self.epoch_batches(trainer) / trainer.accumulate_grad_batches)
+        return math.ceil(trainer.global_step / epoch_steps)
+
     def train_dataloader(self) -> DataLoader:
         dataset, draws, per_batch = self._train_windows()
         kwargs = {"batch_size": self.batch_size if self.batching == "random" else None}
         trainer = getattr(self, "trainer", None)
         steps = lambda: int(trainer.global_step) if trainer is not None else 0  # noqa: E731
-        per_epoch = lambda: int(trainer.num_training_batches) if trainer is not None and math.isfinite(trainer.num_training_batches) else None  # noqa: E731
+        per_epoch = lambda: self.epoch_batches(trainer) if trainer is not None else None  # noqa: E731
+        accumulate = lambda: int(trainer.accumulate_grad_batches) if trainer is not None else 1  # noqa: E731
         sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=self._ranks()[0], batch_size=per_batch,  # type: ignore[arg-type]
-                               steps=steps, epoch_batches=per_epoch)
+                               steps=steps, epoch_batches=per_epoch, accumulate=accumulate)
         if self.restored:
             sampler.resume_at(self.restored["epoch"], self.restored["batches"])
         self.train_sampler = sampler
