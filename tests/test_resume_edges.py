@@ -182,3 +182,19 @@ def test_epochs_entered_counts_limited_epochs(tmp_path, text):
     """Issue 15 item 9: metrics.json's epochs with trainer.limit_train_batches (10 of 49 batches an epoch)."""
     trainer, _ = fit(compose_run(tmp_path / "run", text, "+trainer.limit_train_batches=10", "trainer.max_steps=25"))
     assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "run")
+
+
+def test_a_stop_anywhere_in_the_last_epoch_resumes_to_the_same_tensorboard_history(tmp_path, text):
+    """Issue 16: Lightning wrote train/loss again at the last step when training stopped, repeating the
+    value logged last in that epoch, but only if the process that ran the last step had logged one: a
+    run stopped after step 50 (train/loss is logged at 25 and 50) and resumed lacked that point."""
+    args = ["trainer.max_steps=60", "trainer.log_every_n_steps=25"]
+    fit(compose_run(tmp_path / "straight", text, *args))
+    expected = tensorboard_history(tmp_path / "straight")
+    assert [step for step, _ in expected["train/loss"]] == [24, 49]  # step s logs as s - 1
+    for stop_at in (45, 55):
+        out = tmp_path / f"stop{stop_at}"
+        _, stop = fit(compose_run(out, text, *args), at=AtStep(stop_at, signal.SIGTERM))
+        assert isinstance(stop, Stopped) and stop.step == stop_at
+        fit(compose_run(out, text, *args), resume=True)
+        assert tensorboard_history(out) == expected, f"stopped at step {stop_at}"
