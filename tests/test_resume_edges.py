@@ -9,6 +9,7 @@ checkpoints reloaded. The CLI runs as a subprocess where the run dir and its pat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from charrnn.core.checkpoint import read_checkpoint
+from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.stop import StopOnSignal, Stopped
 from conftest import TINY_TEXT, only_run_dir, run_cli, tensorboard_history
@@ -198,3 +200,38 @@ def test_a_stop_anywhere_in_the_last_epoch_resumes_to_the_same_tensorboard_histo
         assert isinstance(stop, Stopped) and stop.step == stop_at
         fit(compose_run(out, text, *args), resume=True)
         assert tensorboard_history(out) == expected, f"stopped at step {stop_at}"
+
+
+@pytest.mark.parametrize("change", ["data.batch_size=4", "data.seq_len=8", "data.batching=random"])
+def test_a_mid_epoch_resume_refuses_another_shape_naming_the_key(tmp_path, text, change):
+    """Issue 15: resume=<dir> data.batch_size=4 of a stateful run stopped mid-epoch gave a 158-line traceback."""
+    out = tmp_path / "run"
+    _, stop = fit(compose_run(out, text), at=AtStep(13, signal.SIGTERM))
+    assert isinstance(stop, Stopped)
+    key, _, value = change.partition("=")
+    with pytest.raises(UserError, match=rf"saved mid-epoch .* with {key}=\S+, and this resume has {key}={value}: .*resume with {key}="):
+        fit(compose_run(out, text, change), resume=True)
+    assert last_step(out) == stop.step  # nothing trained, nothing overwritten
+
+
+def test_a_resume_at_an_epoch_end_may_change_the_batch_size_and_reads_the_next_epoch_whole(tmp_path, text):
+    out = tmp_path / "run"
+    fit(compose_run(out, text, "trainer.max_steps=49"))  # one whole epoch of 49 batches of 8
+    trainer, ended = fit(compose_run(out, text, "data.batch_size=4", "trainer.max_steps=146"), resume=True)
+    sampler = trainer.datamodule.train_sampler
+    assert ended is None and sampler.epoch_batches() == 97  # 97 batches of 4: step 146 ends the 2nd epoch
+    assert sampler.position() == {"epoch": 1, "batches": 97}, "the 2nd epoch did not read the split from its start"
+
+
+def test_a_stop_and_a_mid_epoch_resume_print_no_misleading_lightning_lines(tmp_path, text, caplog, recwarn):
+    """Issue 15, Stops: Lightning logged "`weights_only` was not set" at every stop (a save that did not say
+    it keeps the whole state), and warned "dataloader is not resumable" at every exact mid-epoch resume."""
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "run"
+    _, stop = fit(compose_run(out, text), at=AtStep(13, signal.SIGTERM))
+    assert isinstance(stop, Stopped)
+    trainer, ended = fit(compose_run(out, text), resume=True)
+    assert ended is None and trainer.global_step == 40
+    said = caplog.text + "\n".join(str(w.message) for w in recwarn)
+    assert "Restored all states" in said  # what was said was captured
+    assert "weights_only" not in said and "not resumable" not in said, said

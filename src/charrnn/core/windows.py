@@ -167,6 +167,7 @@ class EpochSampler(Sampler[int]):
         self.accumulate = accumulate  # batches per optimizer step (trainer.accumulate_grad_batches)
         self.epoch, self.start_step = 0, 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) of a restored run
+        self.origin = (0, 0)  # (epoch, step): that epoch began at that step, and each later one epoch_steps() after
 
     def epoch_steps(self) -> int:
         """Optimizer steps in one epoch: the last one takes the batches left over."""
@@ -174,19 +175,24 @@ class EpochSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         step = self.steps()
-        self.epoch, done = divmod(step, self.epoch_steps())
+        passed, done = divmod(step - self.origin[1], self.epoch_steps())
+        self.epoch = self.origin[0] + passed
         self._resume, self.start_step = (self.epoch, done * self.accumulate()), step - done
 
     def position(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: how far training has read into this epoch, for a checkpoint."""
         return {"epoch": self.epoch, "batches": min(self.epoch_batches(), (self.steps() - self.start_step) * self.accumulate())}
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Continue from a checkpoint's :meth:`position`: ``batches`` into ``epoch``, or at the start of the
-        next epoch when that one was read to its end."""
-        if batches >= self.epoch_batches():
+    def resume_at(self, epoch: int, batches: int, epoch_batches: int | None = None) -> None:
+        """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches`` into
+        ``epoch``, or at the start of the next epoch when that one was read to its end (``epoch_batches``:
+        its length then). Later epochs count from there, so an epoch's length may change at its end
+        (another batch size, limit or accumulation): the next epoch still reads the split from its start."""
+        if batches >= (epoch_batches or self.epoch_batches()):
             epoch, batches = epoch + 1, 0
-        self.epoch, self._resume = epoch, (epoch, batches)
+        done = math.ceil(batches / self.accumulate())
+        self.origin = (epoch, self.steps() - done)
+        self.epoch, self._resume, self.start_step = epoch, (epoch, batches), self.origin[1]
 
     def skipped(self) -> int:
         """Batches a pass over this epoch leaves out (a restored run's progress in it), 0 otherwise."""

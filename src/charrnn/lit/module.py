@@ -95,9 +95,13 @@ class CharRNNModule(L.LightningModule):
         self._train_state = None  # (Lightning does not call this when it resumes mid-epoch)
 
     def _take_restored_state(self) -> None:
-        """A run resumed mid-epoch continues the streams with the state they carried at the checkpoint."""
+        """A run resumed mid-epoch continues the streams with the state they carried at the checkpoint; one
+        resumed at an epoch's end starts the next epoch's streams from zero. Where the data stands is the
+        datamodule's sampler's to say: after a restart at an epoch's end Lightning's epoch and batch
+        numbers still say the old epoch."""
         restored, self._restored_state = self._restored_state, None
-        if restored is not None and restored["epoch"] == self.current_epoch:
+        sampler = getattr(self.trainer.datamodule, "train_sampler", None)
+        if restored is not None and sampler is not None and sampler.skipped() > 0:
             parts = [t[self.global_rank].to(self.device) for t in restored["state"]]
             self._train_state = tuple(parts) if len(parts) == 2 else parts[0]
 
