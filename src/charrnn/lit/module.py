@@ -130,7 +130,7 @@ class CharRNNModule(L.LightningModule):
         training stops (``should_stop``), at the last step, though that step did not log it. Whether
         it had one to repeat depended on where a resumed run's process started, so a run stopped and
         resumed late in an epoch lacked a point the uninterrupted run had (issue 16)."""
-        metrics = {"train/loss": float(loss), "epoch": self.current_epoch}
+        metrics = {"train/loss": float(loss.detach()), "epoch": self.current_epoch}
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
 
