@@ -28,14 +28,15 @@ LAST = "last.ckpt"
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """The best checkpoints by a metric (Lightning's top-k), plus ``last.ckpt`` for resuming (``save_last``)."""
+    """The best checkpoints by a metric (Lightning's top-k), plus ``last.ckpt`` to resume from."""
 
     def __init__(self, dirpath: str, save_last: bool = True, **kwargs: Any) -> None:
         kwargs.pop("enable_version_counter", None)
         super().__init__(dirpath=dirpath, save_last=False, enable_version_counter=False, **kwargs)
         self.keep_last = bool(save_last)
         self.last_written_step: int | None = None
-        self.step_seen, self.stepped, self.save_due = 0, True, False  # where the optimizer steps (on_train_batch_end)
+        # Whether the last batch ended with an optimizer step, and a validation's save waits for one.
+        self.step_seen, self.stepped, self.save_due = 0, True, False
 
     @property
     def state_key(self) -> str:
@@ -43,7 +44,7 @@ class RunCheckpoint(ModelCheckpoint):
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def write_last(self, trainer: L.Trainer) -> str:
-        """Save the whole training state as ``<dirpath>/last.ckpt`` (also what a stop saves); returns its path."""
+        """Save the whole training state as ``<dirpath>/last.ckpt`` (as a stop does); returns its path."""
         path = os.path.join(str(self.dirpath), LAST)
         trainer.save_checkpoint(path, weights_only=False)  # the whole state, not weights only: it resumes
         self.last_written_step = trainer.global_step
@@ -82,7 +83,7 @@ class RunCheckpoint(ModelCheckpoint):
         state.pop("dirpath", None)  # an absolute path: the state names files relative to it instead
         for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
             state[key] = os.path.basename(state[key]) if state[key] else ""
-        state["best_k_models"] = {os.path.basename(path): score for path, score in state["best_k_models"].items()}
+        state["best_k_models"] = {os.path.basename(path): v for path, v in state["best_k_models"].items()}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -97,5 +98,6 @@ class RunCheckpoint(ModelCheckpoint):
         state = dict(state_dict, dirpath=self.dirpath)
         for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
             state[key] = here(state.get(key, ""))
-        state["best_k_models"] = {here(path): score for path, score in state.get("best_k_models", {}).items() if here(path)}
+        best_k = state.get("best_k_models", {})
+        state["best_k_models"] = {here(path): v for path, v in best_k.items() if here(path)}
         super().load_state_dict(state)
