@@ -89,3 +89,19 @@ def test_too_short_corpus_is_a_clear_error(tmp_path):
     dm = CharDataModule(corpus="text", path=str(path), seq_len=64)
     with pytest.raises(UserError, match="split"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("accumulate,limit", [(1, None), (2, None), (3, None), (2, 10)])
+def test_epoch_sampler_reads_every_epoch_whole_under_gradient_accumulation(accumulate, limit):
+    """Lightning's loop, as the sampler sees it: an epoch of ``limit or 49`` batches, one optimizer step
+    per ``accumulate`` batches (the epoch's last step takes what is left), set_epoch before each epoch."""
+    from charrnn.core.windows import EpochSampler
+
+    step = 0
+    sampler = EpochSampler(49, steps=lambda: step, epoch_batches=lambda: limit, accumulate=lambda: accumulate)
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        read = list(sampler)[: limit or 49]
+        assert sampler.epoch == epoch and read == list(range(limit or 49)), (epoch, read[:3])
+        step += -(-len(read) // accumulate)
+        assert sampler.position() == {"epoch": epoch, "batches": limit or 49}

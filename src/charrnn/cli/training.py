@@ -161,7 +161,7 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
         "final": final_val,
         "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
         "global_step": trainer.global_step,
-        "epochs": math.ceil(trainer.global_step / datamodule.batches_per_epoch()),  # entered; the last may be partial
+        "epochs": datamodule.epochs_entered(trainer),  # the last may be partial
         "train_chars": chars,
         "fit_seconds": round(fit_seconds, 3),
         "train_chars_per_second": round(chars / fit_seconds, 1) if fit_seconds > 0 else None,

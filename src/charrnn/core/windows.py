@@ -145,10 +145,13 @@ class EpochSampler(Sampler[int]):
     ``(seed, epoch, rank)``, never from torch's global one. So the order of an epoch can be rebuilt
     after a restart.
 
-    Where training stands comes from the step count alone: every epoch has ``epoch_batches()``
-    batches, so step ``s`` is batch ``s % epoch_batches()`` of epoch ``s // epoch_batches()``.
-    Lightning's own epoch number is not used: a run restarted at an epoch's end counts that epoch
-    twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads the step count; on resume
+    Where training stands comes from the optimizer step count alone: every epoch has
+    ``epoch_batches()`` batches and one step reads ``accumulate()`` of them (the last step of an epoch
+    reads what is left), so an epoch has ``ceil(epoch_batches() / accumulate())`` steps and step ``s``
+    has read ``(s % steps_per_epoch) * accumulate()`` batches into epoch ``s // steps_per_epoch``.
+    Checkpoints are taken at step ends only (never mid-accumulation: charrnn.lit.checkpoints and
+    charrnn.lit.stop wait for the step). Lightning's own epoch number is not used: a run restarted
+    at an epoch's end counts that epoch twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads the step count; on resume
     Lightning builds the first iterator before that call, so :meth:`resume_at` places the sampler
     first, from the checkpoint's :meth:`position`.
     """
@@ -156,28 +159,40 @@ class EpochSampler(Sampler[int]):
     def __init__(
         self, n: int, draws: int | None = None, seed: int = 0, rank: int = 0, batch_size: int = 1,
         steps: Callable[[], int] = lambda: 0, epoch_batches: Callable[[], int | None] = lambda: None,
+        accumulate: Callable[[], int] = lambda: 1,
     ) -> None:
         self.n, self.draws, self.seed, self.rank, self.batch_size = n, draws, seed, rank, batch_size
-        self.steps = steps  # the trainer's step count: one batch is one step
+        self.steps = steps  # the trainer's optimizer step count
         self.epoch_batches = lambda: epoch_batches() or len(self) // batch_size  # fewer where Lightning limits an epoch
+        self.accumulate = accumulate  # batches per optimizer step (trainer.accumulate_grad_batches)
         self.epoch, self.start_step = 0, 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) of a restored run
+        self.origin = (0, 0)  # (epoch, step): that epoch began at that step, and each later one epoch_steps() after
+
+    def epoch_steps(self) -> int:
+        """Optimizer steps in one epoch: the last one takes the batches left over."""
+        return math.ceil(self.epoch_batches() / self.accumulate())
 
     def set_epoch(self, epoch: int) -> None:
         step = self.steps()
-        self.epoch, done = divmod(step, self.epoch_batches())
-        self._resume, self.start_step = (self.epoch, done), step - done
+        passed, done = divmod(step - self.origin[1], self.epoch_steps())
+        self.epoch = self.origin[0] + passed
+        self._resume, self.start_step = (self.epoch, done * self.accumulate()), step - done
 
     def position(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: how far training has read into this epoch, for a checkpoint."""
-        return {"epoch": self.epoch, "batches": self.steps() - self.start_step}
+        return {"epoch": self.epoch, "batches": min(self.epoch_batches(), (self.steps() - self.start_step) * self.accumulate())}
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Continue from a checkpoint's :meth:`position`: ``batches`` into ``epoch``, or at the start of the
-        next epoch when that one was read to its end."""
-        if batches >= self.epoch_batches():
+    def resume_at(self, epoch: int, batches: int, epoch_batches: int | None = None) -> None:
+        """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches`` into
+        ``epoch``, or at the start of the next epoch when that one was read to its end (``epoch_batches``:
+        its length then). Later epochs count from there, so an epoch's length may change at its end
+        (another batch size, limit or accumulation): the next epoch still reads the split from its start."""
+        if batches >= (epoch_batches or self.epoch_batches()):
             epoch, batches = epoch + 1, 0
-        self.epoch, self._resume = epoch, (epoch, batches)
+        done = math.ceil(batches / self.accumulate())
+        self.origin = (epoch, self.steps() - done)
+        self.epoch, self._resume, self.start_step = epoch, (epoch, batches), self.origin[1]
 
     def skipped(self) -> int:
         """Batches a pass over this epoch leaves out (a restored run's progress in it), 0 otherwise."""

@@ -9,10 +9,12 @@ batchings (stateful and random), is :mod:`charrnn.core.windows`.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -109,25 +111,67 @@ class CharDataModule(L.LightningDataModule):
         dataset, draws, per_batch = self._train_windows()
         return (draws if draws is not None else len(dataset)) // per_batch  # type: ignore[arg-type]
 
+    def epoch_batches(self, trainer: Any) -> int:
+        """Batches an epoch trains: all of them, or fewer where ``trainer.limit_train_batches`` says so."""
+        limited = trainer.num_training_batches
+        return int(limited) if isinstance(limited, (int, float)) and 0 < limited < math.inf else self.batches_per_epoch()
+
+    def epochs_entered(self, trainer: Any) -> int:
+        """Training epochs entered by ``trainer.global_step`` (the last may be partial), a resumed run's too:
+        from the step count, with ``limit_train_batches`` and ``accumulate_grad_batches`` taken into account."""
+        epoch_steps = math.ceil(self.epoch_batches(trainer) / trainer.accumulate_grad_batches)
+        return math.ceil(trainer.global_step / epoch_steps)
+
     def train_dataloader(self) -> DataLoader:
         dataset, draws, per_batch = self._train_windows()
         kwargs = {"batch_size": self.batch_size if self.batching == "random" else None}
         trainer = getattr(self, "trainer", None)
         steps = lambda: int(trainer.global_step) if trainer is not None else 0  # noqa: E731
-        per_epoch = lambda: int(trainer.num_training_batches) if trainer is not None and math.isfinite(trainer.num_training_batches) else None  # noqa: E731
+        per_epoch = lambda: self.epoch_batches(trainer) if trainer is not None else None  # noqa: E731
+        accumulate = lambda: int(trainer.accumulate_grad_batches) if trainer is not None else 1  # noqa: E731
         sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=self._ranks()[0], batch_size=per_batch,  # type: ignore[arg-type]
-                               steps=steps, epoch_batches=per_epoch)
+                               steps=steps, epoch_batches=per_epoch, accumulate=accumulate)
         if self.restored:
-            sampler.resume_at(self.restored["epoch"], self.restored["batches"])
+            sampler.resume_at(self.restored["epoch"], self.restored["batches"], self.restored.get("epoch_batches"))
+            self.restored = None  # once: a reloaded train loader keeps the placement (origin) made here
+        elif self.train_sampler is not None:
+            sampler.origin = self.train_sampler.origin
         self.train_sampler = sampler
         return self._loader(dataset, sampler=sampler, **kwargs)
 
+    def _shape(self) -> dict[str, Any]:
+        """The settings a mid-epoch position (and the hidden state carried with it) holds for."""
+        return {"data.batch_size": self.batch_size, "data.seq_len": self.seq_len, "data.batching": self.batching,
+                "trainer.devices": self._ranks()[1]}  # processes
+
     def state_dict(self) -> dict[str, Any]:
-        """Where the training epoch stands; Lightning puts it in every checkpoint."""
-        return self.train_sampler.position() if self.train_sampler is not None else {}
+        """Where the training epoch stands, and for which settings; Lightning puts it in every checkpoint."""
+        if self.train_sampler is None:
+            return {}
+        return {**self.train_sampler.position(), "epoch_batches": self.train_sampler.epoch_batches(), "shape": self._shape()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.restored = {"epoch": int(state["epoch"]), "batches": int(state["batches"])} if state else None
+        """A checkpoint's place in its epoch. Mid-epoch it holds only for the batch size, window length,
+        batching and number of processes it was saved with: another one is refused (at an epoch's end
+        any may change)."""
+        if not state:
+            self.restored = None
+            return
+        epoch, batches, length = int(state["epoch"]), int(state["batches"]), state.get("epoch_batches")
+        self.restored = {"epoch": epoch, "batches": batches, "epoch_batches": length}
+        # Lightning warns that a resume from mid-epoch is inexact unless the DataLoader keeps its own state;
+        # here this state places the sampler (EpochSampler.resume_at), so the resume is exact: quiet that one.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
+                                category=PossibleUserWarning)
+        if 0 < batches < (length or math.inf):
+            now = self._shape()
+            for key, then in state.get("shape", {}).items():
+                if now.get(key, then) != then:
+                    raise UserError(
+                        f"the checkpoint was saved mid-epoch ({batches} of {length} batches into epoch {epoch}) with {key}={then}, "
+                        f"and this resume has {key}={now[key]}: its place in the epoch and its carried state hold only for {then}; "
+                        f"resume with {key}={then}, or start a new run"
+                    )
 
     def val_dataloader(self) -> DataLoader:
         return self._streams("val")

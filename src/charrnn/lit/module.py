@@ -95,9 +95,13 @@ class CharRNNModule(L.LightningModule):
         self._train_state = None  # (Lightning does not call this when it resumes mid-epoch)
 
     def _take_restored_state(self) -> None:
-        """A run resumed mid-epoch continues the streams with the state they carried at the checkpoint."""
+        """A run resumed mid-epoch continues the streams with the state they carried at the checkpoint; one
+        resumed at an epoch's end starts the next epoch's streams from zero. Where the data stands is the
+        datamodule's sampler's to say: after a restart at an epoch's end Lightning's epoch and batch
+        numbers still say the old epoch."""
         restored, self._restored_state = self._restored_state, None
-        if restored is not None and restored["epoch"] == self.current_epoch:
+        sampler = getattr(self.trainer.datamodule, "train_sampler", None)
+        if restored is not None and sampler is not None and sampler.skipped() > 0:
             parts = [t[self.global_rank].to(self.device) for t in restored["state"]]
             self._train_state = tuple(parts) if len(parts) == 2 else parts[0]
 
@@ -113,10 +117,22 @@ class CharRNNModule(L.LightningModule):
         self._note_nonfinite(loss)
         # self.log costs more than a whole step of a tiny model, so call it only on the steps the
         # logger writes (every trainer.log_every_n_steps); the progress bar shows that value.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
             self._raise_if_nonfinite()
-            self.log("train/loss", loss, prog_bar=True, batch_size=targets.size(0))
+            self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=targets.size(0))
+            self._write_train_loss(loss)
         return loss
+
+    def _write_train_loss(self, loss: Tensor) -> None:
+        """``train/loss`` to the loggers at this step, as Lightning's step logging writes it (with the epoch).
+
+        Not through self.log's logger flag: Lightning keeps a logged value and writes it again when
+        training stops (``should_stop``), at the last step, though that step did not log it. Whether
+        it had one to repeat depended on where a resumed run's process started, so a run stopped and
+        resumed late in an epoch lacked a point the uninterrupted run had (issue 16)."""
+        metrics = {"train/loss": float(loss.detach()), "epoch": self.current_epoch}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     def _note_nonfinite(self, loss: Tensor) -> None:
         """Remember, on the device, the first step whose loss was NaN or infinite: no wait for the GPU here."""
