@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from charrnn.cli.commands import resume_command
+
 STATUS_ORDER = {"done": 0, "running": 1, "stopped": 2, "cancelled": 3, "failed": 4}
 UNFINISHED = ("stopped", "cancelled", "failed")  # listed with their reason and log
 
@@ -101,7 +103,7 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
     elif run.get("status") == "failed" or log_error(path):
         job.status, job.error = "failed", run.get("error") or log_error(path)
     elif run.get("status") == "stopped":
-        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: charrnn-train resume={path}"
+        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: {resume_command(path)}"
     job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
     if job.status == "cancelled" and run.get("status") == "stopped":  # it caught SLURM's SIGTERM
         job.error += f"; stopped at step {run.get('global_step', '?')} with last.ckpt"

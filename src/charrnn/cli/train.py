@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charrnn.cli import rundir
 from charrnn.cli.checks import check_run
+from charrnn.cli.commands import resume_command
 from charrnn.cli.jobs import JobFailed, SweepRefused, launcher_target, share_machine
 from charrnn.cli.lease import Lease, lease_device
 from charrnn.cli.record import RunRecord, corpus_info, write_json
@@ -206,7 +207,7 @@ def hand_to_submitit(stop: Stopped, out: Any) -> None:
         signal.raise_signal(signal.SIGUSR2)
     except Exception as e:  # submitit's UncompletedJobError
         why = " ".join(str(e).split()).rstrip(".")
-        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: charrnn-train resume={out}"
+        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: {resume_command(out)}"
         print(message, file=sys.stderr)
         record_failure(out, message)
         raise job_failed(out, message) from None
@@ -231,7 +232,7 @@ def main(cfg: DictConfig) -> float:
     except Stopped as e:
         if e.signal_name == "SIGUSR2" and callable(signal.getsignal(signal.SIGUSR2)):
             hand_to_submitit(e, out)
-        print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
+        print(f"{PROG}: {e}; checkpoint saved; continue with: {resume_command(out)}", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
     except UserError as e:
         if os.environ.get("CHARRNN_FULL_ERROR") == "1":
