@@ -87,6 +87,25 @@ def trainer_gpus(trainer: Any, tasks_per_node: int, partition_has_gpus: bool) ->
     return tasks_per_node if text in ("-1", "auto") else max(1, int(text)) if text.isdigit() else 1
 
 
+# The launcher's numeric keys: the least each may be, and what it counts (null leaves a key to SLURM or submitit).
+LEAST = {"timeout_min": (1, "minutes of wall time per job"), "nodes": (1, "nodes per job"),
+         "tasks_per_node": (1, "tasks per node"), "cpus_per_task": (1, "CPUs per task"),
+         "gpus_per_node": (0, "GPUs per node"), "gpus_per_task": (1, "GPUs per task"), "cpus_per_gpu": (1, "CPUs per GPU"),
+         "mem_gb": (0, "GB of memory per node (0: all of a node's, as sbatch --mem=0)"),
+         "array_parallelism": (1, "jobs running at once"), "signal_delay_s": (0, "seconds before the time limit"),
+         "max_num_timeout": (0, "time-outs a job may be requeued after")}
+
+
+def check_numbers(params: dict[str, Any]) -> None:
+    """One :class:`UserError` sentence naming the first numeric ``hydra.launcher`` key whose value is nonsense
+    (sbatch would refuse it only after submitting, exit 1, in its own words)."""
+    for key, (least, what) in LEAST.items():
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            null = " or null" if key not in ("timeout_min", "nodes", "tasks_per_node", "array_parallelism") else ""
+            raise UserError(f"hydra.launcher.{key}={value} is not a number of {what}; give a whole number >= {least}{null}")
+
+
 def check_request(params: dict[str, Any], partition: str, nodes: list[Node], gpu_source: str = "") -> None:
     """One :class:`UserError` sentence naming the resource when no node of the partition can hold a job."""
     tasks, cpt, mem_gb = int(params.get("tasks_per_node") or 1), int(params.get("cpus_per_task") or 1), params.get("mem_gb")
@@ -199,6 +218,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
+        check_numbers(self.params)  # first: no SLURM command is needed to refuse a nonsense number
         partition, nodes = partition_nodes(self.params.get("partition"))
         check_request(self.params, partition, nodes, self._settle_gpus(job_overrides, any(n.gpus for n in nodes)))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
