@@ -4,9 +4,10 @@ It refuses in one sentence, before submitting, a request no node of the partitio
 SLURM itself would leave too many CPUs PENDING for ever); ``gpus_per_node: null`` follows the trainer. It
 waits for every job, polling ``sacct`` itself (submitit's poll slows to once in 5 minutes), gives each job
 that ended without a result (scancel, timeout, ...) an ``error.txt`` and a one-line failure, and cancels
-the array when interrupted (Ctrl-C, SIGTERM). Hydra builds launchers only from classes registered under
-``hydra_plugins``: importing this module registers this one as ``TARGET`` (a name holding "submitit", as
-:func:`charrnn.cli.jobs.share_machine` expects), and slurm.yaml's ``hydra.callbacks`` entry imports it.
+the array when interrupted (Ctrl-C, SIGTERM). Hydra builds launchers only from the plugins its scan of the
+``hydra_plugins`` namespace finds: :mod:`hydra_plugins.charrnn_slurm_launcher` names this class for it (a
+name holding "submitit" and ending in "SlurmLauncher", as :mod:`charrnn.cli.jobs` and the checks expect).
+This module imports no torch: Hydra's plugin scan imports it at every start.
 """
 
 from __future__ import annotations
@@ -24,19 +25,15 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from charrnn.cli.jobs import JobFailed
 from charrnn.core.errors import UserError
 
 log = logging.getLogger(__name__)
-TARGET = "hydra_plugins.charrnn_submitit.SlurmLauncher"  # conf/hydra/launcher/slurm.yaml's _target_
 HINTS = {"TIMEOUT": "it ran past hydra.launcher.timeout_min", "OUT_OF_MEMORY": "it ran out of memory",
          "NODE_FAIL": "its node failed", "PREEMPTED": "it was preempted", "BOOT_FAIL": "its node did not boot"}
 
@@ -280,6 +277,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         """The job's own JobReturn; for a job that ended without one, error.txt and a failed JobReturn."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
+        from charrnn.cli.jobs import JobFailed  # torch: not at import, which Hydra's plugin scan does
+
         state = job.watcher.get_state(job.job_id, mode="cache")
         try:
             if not job.paths.result_pickle.exists() and not state.startswith(("COMPLETED", "FAILED")):
@@ -313,26 +312,3 @@ class SubmititSlurmLauncher(SlurmLauncher):
         if not (job_dir / "error.txt").exists():
             (job_dir / "error.txt").write_text(f"charrnn-train: {text}\n")
         return job_dir
-
-
-class RegisterLauncher(Callback):
-    """The ``hydra.callbacks`` entry of conf/hydra/launcher/slurm.yaml: Hydra builds callbacks before the
-    launcher, and building this one imports this module, which registers the launcher. It does nothing else."""
-
-
-def register_with_hydra() -> None:
-    """Make ``TARGET`` name :class:`SubmititSlurmLauncher` for Hydra: a module of that name in sys.modules with
-    a subclass in it (Hydra imports its launcher by name), registered with Hydra's plugins and pickled by value
-    (the job processes, which unpickle the launcher and Hydra's state, cannot import that module)."""
-    import types, cloudpickle  # noqa: E401
-
-    module_name, _, name = TARGET.rpartition(".")
-    if module_name not in sys.modules:
-        module = types.ModuleType(module_name, "charrnn's SLURM launcher, made by charrnn.cli.slurm")
-        setattr(module, name, type(name, (SubmititSlurmLauncher,), {"__module__": module_name}))
-        sys.modules[module_name] = module
-        cloudpickle.register_pickle_by_value(module)
-    Plugins.instance().register(getattr(sys.modules[module_name], name))
-
-
-register_with_hydra()
