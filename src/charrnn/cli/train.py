@@ -302,6 +302,16 @@ def cli() -> None:
             raise
         print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ValueError as e:
+        # Hydra opens the job's log file before our code runs: an unwritable run dir (resume= reopens the
+        # run's own) fails there as logging's "Unable to configure handler 'file'", caused by the OSError.
+        fix = "make its directory writable (resume= continues in the run's own dir; a new run can go elsewhere with hydra.run.dir=DIR)"
+        cause = e.__cause__
+        storage = storage_error(cause, fix=fix) if isinstance(cause, OSError) else None
+        if storage is None:
+            raise
+        print(f"{PROG}: error: {storage}", file=sys.stderr)
+        raise SystemExit(2) from None
     except UserError as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
