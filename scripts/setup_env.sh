@@ -30,5 +30,8 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==$torch_version" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
   fi
 fi
-"${pip[@]}" install -q -e ".${extras:+[$extras]}"
+# strict: a static path entry (a link tree in build/), where Hydra's plugin scan (pkgutil) sees our
+# hydra_plugins/ packages; the default editable finder hides them, and compat cannot map charrnn.conf=conf/.
+# Edits are live (the tree links the files); a new file (module or config) needs this script again.
+"${pip[@]}" install -q -e ".${extras:+[$extras]}" --config-settings editable_mode=strict
 echo "setup: ready in $venv"

@@ -290,3 +290,38 @@ def test_help_prints_usage(tmp_path):
     sample_help, eval_help = run_many(("charrnn-sample", ["--help"]), ("charrnn-eval", ["--help"]), cwd=tmp_path)
     assert sample_help.returncode == 0 and "usage: charrnn-sample" in sample_help.stdout and "top_k" in sample_help.stdout
     assert eval_help.returncode == 0 and "usage: charrnn-eval" in eval_help.stdout and "split=" in eval_help.stdout
+
+
+def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, capsys):
+    """The run's corpus changed since it trained (its lines shuffled): split=val says so and refuses (exit 2)
+    unless allow_corpus_change=true; path= scores any text as it is."""
+    from charrnn.cli.eval import main
+
+    def evaluate(*args):
+        try:
+            code = main([str(runs["tiny"]), *args, "--json"])
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    corpus = runs["root"] / "tiny" / "tiny.txt"
+    lines = TINY_TEXT.splitlines(keepends=True)
+    changed = "".join(lines[1::2] + lines[::2])  # the same characters, another text
+    try:
+        corpus.write_text(changed, encoding="utf-8")
+        code, out, err = evaluate("split=val")
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("charrnn-eval: error: the run's corpus changed since it trained") and "allow_corpus_change=true" in err
+        code, out, err = evaluate("split=val", "allow_corpus_change=true")
+        assert code == 0, err
+        best = json.loads((runs["tiny"] / "metrics.json").read_text())["best_val_bpc"]
+        assert json.loads(out)["bpc"] != pytest.approx(best, abs=1e-6)  # another text, another score
+    finally:
+        corpus.write_text(TINY_TEXT, encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text(changed, encoding="utf-8")
+    code, out, err = evaluate(f"path={other}")
+    assert code == 0 and json.loads(out)["source"] == str(other), err
+    code, out, err = evaluate("allow_corpus_change=maybe")
+    assert code == 2 and "allow_corpus_change must be true or false" in err

@@ -21,6 +21,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from charrnn.cli import slurm as launcher
+from charrnn.cli.commands import resume_command
 from charrnn.core.errors import UserError
 from conftest import TINY_RUN, TINY_TEXT, run_cli
 from slurm import sacct, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
@@ -250,5 +251,5 @@ def test_report_reads_cancelled_stopped_and_failed_jobs(tmp_path):
             (job / "error.txt").write_text(error)
     got = {j.num: (j.status, j.error, j.log) for j in report.find_jobs(sweep)}
     assert got[0] == ("cancelled", "CANCELLED by 0 (SLURM job 7_0); stopped at step 40 with last.ckpt", "/x/7_0_0_log.err")
-    assert got[1][:2] == ("stopped", f"stopped by SIGTERM at step 40; continue with: charrnn-train resume={sweep / '1_seed=1'}")
+    assert got[1][:2] == ("stopped", f"stopped by SIGTERM at step 40; continue with: {resume_command(sweep / '1_seed=1')}")
     assert got[2] == ("failed", "ValueError: boom", str(log))  # the log found through .hydra/hydra.yaml's job id

@@ -61,6 +61,14 @@ def as_float(key: str, text: str) -> float:
         raise UserError(f"{key} must be a number, got {text!r}") from None
 
 
+def as_bool(key: str, text: str) -> bool:
+    """true/false (as Hydra spells them; also yes/no, 1/0)."""
+    word = text.strip().lower()
+    if word not in ("true", "false", "yes", "no", "1", "0"):
+        raise UserError(f"{key} must be true or false, got {text!r}")
+    return word in ("true", "yes", "1")
+
+
 def as_str(key: str, text: str) -> str:
     return text
 

@@ -1,9 +1,11 @@
 """``charrnn-eval``: loss, bits per char, perplexity and accuracy of a trained run.
 
-    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu] [--json]
+    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+                 [allow_corpus_change=true] [--json]
 
 A split is rebuilt from the run's saved Hydra config (the same corpus, vocabulary and cut as in
-training), so ``split=val`` on the best checkpoint reproduces the logged best ``val/bpc``. A file
+training), so ``split=val`` on the best checkpoint reproduces the logged best ``val/bpc``; a corpus
+that changed since (its sha256 differs from run.json's) is refused unless ``allow_corpus_change=true``. A file
 is scored with the run's vocabulary. Both are read statefully over the whole text
 (:func:`charrnn.core.scoring.evaluate`).
 """
@@ -15,11 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from charrnn.cli.args import as_int, as_str, check_device, check_path, parse_kv, run_cli
+from charrnn.cli.args import as_bool, as_int, as_str, check_device, check_path, parse_kv, run_cli
 from charrnn.core.errors import UserError
 
 USAGE = """\
-usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu] [--json]
+usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+                    [allow_corpus_change=true] [--json]
 
 Score a trained charrnn run on a split of its corpus or on any text file: loss (nats/char),
 bits per char, perplexity and accuracy over the whole text, reading it statefully as validation
@@ -31,6 +34,7 @@ does (batch_size parallel streams, windows of seq_len, hidden state carried, sta
   batch_size=N     parallel streams (default: the run's data.batch_size, else 32)
   seq_len=N        window length (default: the run's data.seq_len, else 64)
   device=D         cpu (default), cuda or cuda:N
+  allow_corpus_change=true  score a split although the run's corpus changed since it trained
   --json           print only one JSON line instead of the table and the JSON line
 
 examples:
@@ -39,10 +43,29 @@ examples:
 """
 
 SPLITS = ("val", "test", "train")
-SPEC: dict[str, Callable[[str, str], Any]] = {"split": as_str, "path": as_str, "batch_size": as_int, "seq_len": as_int, "device": as_str}
+SPEC: dict[str, Callable[[str, str], Any]] = {
+    "split": as_str, "path": as_str, "batch_size": as_int, "seq_len": as_int, "device": as_str, "allow_corpus_change": as_bool,
+}
 
 
-def split_tokens(run: Any, split: str) -> tuple[Any, bool]:
+def check_corpus_unchanged(run: Any, text: str, split: str, allowed: bool) -> None:
+    """A split of a corpus that changed since training is not the split the model was trained and
+    validated on: refused unless ``allow_corpus_change=true`` (run.json keeps the corpus sha256)."""
+    from charrnn.cli.record import corpus_info
+    from charrnn.cli.rundir import read_run_file
+
+    record = run.run_dir / "run.json"
+    before = (read_run_file(record).get("corpus") or {}).get("sha256") if record.is_file() else None
+    now = corpus_info("", None, text)["sha256"]
+    if before and before != now and not allowed:
+        raise UserError(
+            f"the run's corpus changed since it trained (sha256 {before[:12]}... in run.json, {now[:12]}... now), "
+            f"so split={split} is not the split it was trained and scored on; pass allow_corpus_change=true "
+            f"to score the changed text anyway, or path=FILE to score any other text"
+        )
+
+
+def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any, bool]:
     """The tokens of ``split`` rebuilt from the run's config (as training cut them), and whether training fed one-hot inputs."""
     from omegaconf import OmegaConf
 
@@ -65,6 +88,7 @@ def split_tokens(run: Any, split: str) -> tuple[Any, bool]:
             path = str(Path(cwd) / path)
     corpus = data.get("corpus", "stdlib")
     text = load_corpus(corpus, path, data.get("encoding", "utf-8"), data.get("errors", "strict"), data.get("max_chars"))
+    check_corpus_unchanged(run, text, split, allow_change)
     vocab = Vocabulary.from_text(text)
     if vocab != run.vocab:
         extra, missing = sorted(set(vocab.chars) - set(run.vocab.chars)), sorted(set(run.vocab.chars) - set(vocab.chars))
@@ -85,6 +109,8 @@ def evaluate_run(args: list[str]) -> int:
     path, opts = parse_kv([a for a in args if a != "--json"], SPEC, USAGE)
     if "split" in opts and "path" in opts:
         raise UserError("pass either split=... or path=..., not both")
+    if "allow_corpus_change" in opts and "path" in opts:
+        raise UserError("allow_corpus_change is for a split of the run's corpus; path=FILE is scored as it is")
     split = opts.get("split", "val")
     if split not in SPLITS:
         raise UserError(f"unknown split={split!r}; choose val, test or train (or path=FILE)")
@@ -110,7 +136,7 @@ def evaluate_run(args: list[str]) -> int:
         # encode raises the error that names any characters outside the vocabulary
         tokens, one_hot, source = run.vocab.encode(read_text_file(opts["path"])), bool(data_cfg.get("one_hot", True)), opts["path"]
     else:
-        tokens, one_hot = split_tokens(run, split)
+        tokens, one_hot = split_tokens(run, split, opts.get("allow_corpus_change", False))
         source = f"split={split}"
     if len(tokens) < 2:
         raise UserError(f"{source} holds {len(tokens)} character(s); scoring needs at least 2")

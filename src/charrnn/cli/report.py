@@ -1,11 +1,14 @@
 """``charrnn-report SWEEP_DIR``: one row per job of a Hydra sweep, best validation bpc first.
 
-A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status: ``done`` (``metrics.json``),
+A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status: ``done`` (``metrics.json``, or
+``run.json`` says so where metrics.json is damaged),
 ``cancelled`` (its ``error.txt`` says so: the SLURM launcher's record), ``failed`` (any other ``error.txt``,
 or ``run.json`` / the Hydra job log says so), ``stopped`` (``run.json``: by a signal), else ``running``;
 unfinished jobs are read from their TensorBoard scalars so far, and listed with their reason and SLURM log.
 Prints a table and writes ``report.md``, ``report.csv`` and ``report.png`` (val/bpc against each swept
-parameter, and the validation curves) into the sweep directory.
+parameter, and the validation curves) into the sweep directory. Damaged files in a job dir (overrides,
+metrics of the wrong type) are one warning line each; a sweep dir that cannot be written gets the table
+and one sentence, exit 2.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from charrnn.cli.commands import resume_command
+from charrnn.core.files import storage_error
 
 STATUS_ORDER = {"done": 0, "pruned": 1, "running": 2, "stopped": 3, "cancelled": 4, "failed": 5}
 UNFINISHED = ("stopped", "cancelled", "failed")  # listed with their reason and log
@@ -41,6 +47,7 @@ class Job:
     checkpoint: str = ""
     error: str = ""
     log: str = ""
+    notes: list[str] = field(default_factory=list)  # what was damaged in its files, said once after the table
     curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -99,11 +106,11 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
         job.status = "cancelled" if first.startswith("charrnn-train: cancelled:") else "failed"
         job.error, _, job.log = first.partition("; log: ")
     elif run.get("status") == "failed" or log_error(path):
-        job.status, job.error = "failed", run.get("error") or log_error(path)
+        job.status, job.error = "failed", str(run.get("error") or log_error(path))
     elif run.get("status") == "pruned":  # an Optuna trial its pruner stopped: a result, with its curve so far
         job.status = "pruned"
     elif run.get("status") == "stopped":
-        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: charrnn-train resume={path}"
+        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: {resume_command(path)}"
     job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
     if job.status == "cancelled" and run.get("status") == "stopped":  # it caught SLURM's SIGTERM
         job.error += f"; stopped at step {run.get('global_step', '?')} with last.ckpt"
@@ -115,28 +122,74 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
     best = sorted((path / "checkpoints").glob("best-*.ckpt"))
     job.checkpoint = str(best[-1]) if best else ""
     config = path / ".hydra" / "config.yaml"
-    if run.get("wall_seconds") is not None:
-        job.wall = float(run["wall_seconds"])
+    if number(run.get("wall_seconds")) is not None:
+        job.wall = number(run["wall_seconds"])
     elif config.exists():
         job.wall = (error_file.stat().st_mtime if error_file.is_file() else time.time()) - config.stat().st_mtime
 
 
+def number(value: Any) -> float | None:
+    """A figure from a job's JSON file, or None where a damaged file holds another type there."""
+    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+
+
+def whole(value: Any) -> int | None:
+    found = number(value)
+    return int(found) if found is not None and found.is_integer() else None
+
+
+def read_overrides(job: Job) -> None:
+    """The job's ``key=value`` overrides from ``.hydra/overrides.yaml``; a damaged file gets a note instead."""
+    try:
+        raw = yaml.safe_load((job.path / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raw = f"unreadable ({type(e).__name__})"
+    if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+        job.notes.append(".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not shown")
+        return
+    job.overrides = dict(o.partition("=")[::2] for o in raw)
+    job.overrides.pop("++callbacks.optuna_pruning", None)  # the Optuna trial's channel to its study, not a param
+
+
+def read_metrics(job: Job, metrics: dict[str, Any]) -> None:
+    """A finished job's figures from its metrics.json; values of the wrong type show as ``-``, with a note."""
+    final = metrics.get("final")
+    job.best, job.final = number(metrics.get("best_val_bpc")), number(final.get("val/bpc")) if isinstance(final, dict) else None
+    job.epochs, job.steps, job.wall = whole(metrics.get("epochs")), whole(metrics.get("global_step")), number(metrics.get("wall_seconds"))
+    checkpoint = metrics.get("best_checkpoint")
+    job.checkpoint = checkpoint if isinstance(checkpoint, str) else ""
+    expected = {"best_val_bpc": job.best, "epochs": job.epochs, "global_step": job.steps, "wall_seconds": job.wall}
+    wrong = [k for k, v in expected.items() if v is None and metrics.get(k) is not None]
+    wrong += ["final"] if final is not None and (not isinstance(final, dict) or job.final is None and final.get("val/bpc") is not None) else []
+    wrong += ["best_checkpoint"] if checkpoint is not None and not isinstance(checkpoint, str) else []
+    if wrong:
+        job.notes.append(f"metrics.json holds values of the wrong type ({', '.join(wrong)}), shown as -")
+
+
+def read_done_without_metrics(job: Job, run: dict[str, Any]) -> None:
+    """A job whose run.json says done but whose metrics.json is damaged: run.json's and TensorBoard's figures."""
+    job.status = "done"
+    job.best, job.steps, job.wall = number(run.get("best_val_bpc")), whole(run.get("global_step")), number(run.get("wall_seconds"))
+    job.final = job.curve[-1][1] if job.curve else None
+    best = sorted((job.path / "checkpoints").glob("best-*.ckpt"))
+    job.checkpoint = str(best[-1]) if best else ""
+    job.notes.append("metrics.json is damaged; its figures come from run.json and TensorBoard")
+
+
 def read_job(path: Path) -> Job:
-    raw = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-    overrides = dict(str(o).partition("=")[::2] for o in raw)
-    overrides.pop("++callbacks.optuna_pruning", None)  # the Optuna trial's channel to its study, not a param
     match = re.match(r"(\d+)", path.name)
-    job = Job(int(match.group(1)) if match else -1, path, overrides)
+    job = Job(int(match.group(1)) if match else -1, path, {})
+    read_overrides(job)
     job.curve = val_curve(path)
     metrics, run = read_json(path / "metrics.json"), read_json(path / "run.json") or {}
     if metrics is not None:
         job.status = "done"
-        job.best, job.final = metrics.get("best_val_bpc"), (metrics.get("final") or {}).get("val/bpc")
-        job.epochs, job.steps = metrics.get("epochs"), metrics.get("global_step")
-        job.wall, job.checkpoint = metrics.get("wall_seconds"), metrics.get("best_checkpoint") or ""
+        read_metrics(job, metrics)
+    elif run.get("status") == "done":
+        read_done_without_metrics(job, run)
     else:
         read_unfinished(job, run)
-    job.best = None if job.best is None or math.isnan(float(job.best)) else float(job.best)
+    job.best = None if job.best is None or math.isnan(job.best) else job.best
     return job
 
 
@@ -282,15 +335,30 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
             console.print(f"[{style[j.status]}]job {j.num} {j.status}:[/] {j.error}{log}", markup=True, highlight=False, soft_wrap=True)
 
 
+def write_reports(sweep: Path, header: list[str], table: list[list[str]], keys: list[str], jobs: list[Job]) -> None:
+    """report.md, report.csv and report.png in the sweep dir; a dir that cannot be written is one sentence, exit 2."""
+    target = sweep / "report.md"
+    try:
+        write_markdown(target, sweep, header, table, jobs)
+        write_csv(target := sweep / "report.csv", keys, jobs)
+        write_plot(target := sweep / "report.png", keys, jobs, str(sweep))
+    except OSError as e:
+        fix = "the table above is all this call gives; run charrnn-report on a writable copy of the sweep dir"
+        why = storage_error(e, target, fix=fix) or f"cannot write {str(target)!r}: {e.strerror or e}; {fix}"
+        print(f"charrnn-report: error: {why}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {sweep / 'report.md'}, report.csv and report.png")
+
+
 def report(sweep: Path) -> list[Job]:
     jobs = find_jobs(sweep)
     keys = swept_keys(jobs)
     header, table = rows(jobs, keys)
     print_table(header, table, jobs, sweep)
-    write_markdown(sweep / "report.md", sweep, header, table, jobs)
-    write_csv(sweep / "report.csv", keys, jobs)
-    write_plot(sweep / "report.png", keys, jobs, str(sweep))
-    print(f"wrote {sweep / 'report.md'}, report.csv and report.png")
+    for job in jobs:
+        for note in job.notes:
+            print(f"charrnn-report: warning: job {job.num} ({job.path.name}): {note}", file=sys.stderr)
+    write_reports(sweep, header, table, keys, jobs)
     return jobs
 
 

@@ -4,9 +4,10 @@ It refuses in one sentence, before submitting, a request no node of the partitio
 SLURM itself would leave too many CPUs PENDING for ever); ``gpus_per_node: null`` follows the trainer. It
 waits for every job, polling ``sacct`` itself (submitit's poll slows to once in 5 minutes), gives each job
 that ended without a result (scancel, timeout, ...) an ``error.txt`` and a one-line failure, and cancels
-the array when interrupted (Ctrl-C, SIGTERM). Hydra builds launchers only from classes registered under
-``hydra_plugins``: importing this module registers this one as ``TARGET`` (a name holding "submitit", as
-:func:`charrnn.cli.jobs.share_machine` expects), and slurm.yaml's ``hydra.callbacks`` entry imports it.
+the array when interrupted (Ctrl-C, SIGTERM). Hydra builds launchers only from the plugins its scan of the
+``hydra_plugins`` namespace finds: :mod:`hydra_plugins.charrnn_slurm_launcher` names this class for it (a
+name holding "submitit" and ending in "SlurmLauncher", as :mod:`charrnn.cli.jobs` and the checks expect).
+This module imports no torch: Hydra's plugin scan imports it at every start.
 """
 
 from __future__ import annotations
@@ -24,19 +25,15 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from charrnn.cli.jobs import JobFailed
 from charrnn.core.errors import UserError
 
 log = logging.getLogger(__name__)
-TARGET = "hydra_plugins.charrnn_submitit.SlurmLauncher"  # conf/hydra/launcher/slurm.yaml's _target_
 HINTS = {"TIMEOUT": "it ran past hydra.launcher.timeout_min", "OUT_OF_MEMORY": "it ran out of memory",
          "NODE_FAIL": "its node failed", "PREEMPTED": "it was preempted", "BOOT_FAIL": "its node did not boot"}
 
@@ -85,6 +82,25 @@ def trainer_gpus(trainer: Any, tasks_per_node: int, partition_has_gpus: bool) ->
     if "," in text:
         return len([d for d in text.split(",") if d.strip()])
     return tasks_per_node if text in ("-1", "auto") else max(1, int(text)) if text.isdigit() else 1
+
+
+# The launcher's numeric keys: the least each may be, and what it counts (null leaves a key to SLURM or submitit).
+LEAST = {"timeout_min": (1, "minutes of wall time per job"), "nodes": (1, "nodes per job"),
+         "tasks_per_node": (1, "tasks per node"), "cpus_per_task": (1, "CPUs per task"),
+         "gpus_per_node": (0, "GPUs per node"), "gpus_per_task": (1, "GPUs per task"), "cpus_per_gpu": (1, "CPUs per GPU"),
+         "mem_gb": (0, "GB of memory per node (0: all of a node's, as sbatch --mem=0)"),
+         "array_parallelism": (1, "jobs running at once"), "signal_delay_s": (0, "seconds before the time limit"),
+         "max_num_timeout": (0, "time-outs a job may be requeued after")}
+
+
+def check_numbers(params: dict[str, Any]) -> None:
+    """One :class:`UserError` sentence naming the first numeric ``hydra.launcher`` key whose value is nonsense
+    (sbatch would refuse it only after submitting, exit 1, in its own words)."""
+    for key, (least, what) in LEAST.items():
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            null = " or null" if key not in ("timeout_min", "nodes", "tasks_per_node", "array_parallelism") else ""
+            raise UserError(f"hydra.launcher.{key}={value} is not a number of {what}; give a whole number >= {least}{null}")
 
 
 def check_request(params: dict[str, Any], partition: str, nodes: list[Node], gpu_source: str = "") -> None:
@@ -199,6 +215,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
+        check_numbers(self.params)  # first: no SLURM command is needed to refuse a nonsense number
         partition, nodes = partition_nodes(self.params.get("partition"))
         check_request(self.params, partition, nodes, self._settle_gpus(job_overrides, any(n.gpus for n in nodes)))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -260,6 +277,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         """The job's own JobReturn; for a job that ended without one, error.txt and a failed JobReturn."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
+        from charrnn.cli.jobs import JobFailed  # torch: not at import, which Hydra's plugin scan does
+
         state = job.watcher.get_state(job.job_id, mode="cache")
         try:
             if not job.paths.result_pickle.exists() and not state.startswith(("COMPLETED", "FAILED")):
@@ -293,26 +312,3 @@ class SubmititSlurmLauncher(SlurmLauncher):
         if not (job_dir / "error.txt").exists():
             (job_dir / "error.txt").write_text(f"charrnn-train: {text}\n")
         return job_dir
-
-
-class RegisterLauncher(Callback):
-    """The ``hydra.callbacks`` entry of conf/hydra/launcher/slurm.yaml: Hydra builds callbacks before the
-    launcher, and building this one imports this module, which registers the launcher. It does nothing else."""
-
-
-def register_with_hydra() -> None:
-    """Make ``TARGET`` name :class:`SubmititSlurmLauncher` for Hydra: a module of that name in sys.modules with
-    a subclass in it (Hydra imports its launcher by name), registered with Hydra's plugins and pickled by value
-    (the job processes, which unpickle the launcher and Hydra's state, cannot import that module)."""
-    import types, cloudpickle  # noqa: E401
-
-    module_name, _, name = TARGET.rpartition(".")
-    if module_name not in sys.modules:
-        module = types.ModuleType(module_name, "charrnn's SLURM launcher, made by charrnn.cli.slurm")
-        setattr(module, name, type(name, (SubmititSlurmLauncher,), {"__module__": module_name}))
-        sys.modules[module_name] = module
-        cloudpickle.register_pickle_by_value(module)
-    Plugins.instance().register(getattr(sys.modules[module_name], name))
-
-
-register_with_hydra()

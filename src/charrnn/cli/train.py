@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from charrnn.cli import rundir
 from charrnn.cli.checks import check_run
+from charrnn.cli.commands import resume_command
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
 from charrnn.cli.record import RunRecord
@@ -59,7 +60,7 @@ def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
         signal.raise_signal(signal.SIGUSR2)
     except Exception as e:  # submitit's UncompletedJobError
         why = " ".join(str(e).split()).rstrip(".")
-        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: charrnn-train resume={out}"
+        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: {resume_command(out)}"
         print(message, file=sys.stderr)
         record_failure(out, message)
         raise job_failed(out, message, job) from None
@@ -125,9 +126,9 @@ def main(cfg: DictConfig) -> float:
         if e.signal_name == "SIGUSR2" and callable(signal.getsignal(signal.SIGUSR2)):
             hand_to_submitit(e, out, job)
         if e.checkpoint is not None:
-            print(f"{PROG}: {e}; checkpoint saved; continue with: charrnn-train resume={out}", file=sys.stderr)
+            print(f"{PROG}: {e}; checkpoint saved; continue with: {resume_command(out)}", file=sys.stderr)
         elif (Path(str(out)) / "checkpoints" / "last.ckpt").is_file():  # a resume stopped before it trained
-            print(f"{PROG}: {e}; its last checkpoint is as it was; continue with: charrnn-train resume={out}", file=sys.stderr)
+            print(f"{PROG}: {e}; its last checkpoint is as it was; continue with: {resume_command(out)}", file=sys.stderr)
         else:
             print(f"{PROG}: {e}; nothing was trained or saved; start the run again", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
@@ -201,6 +202,16 @@ def cli() -> None:
         raise SystemExit(2) from None
     except UserError as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as e:
+        # Hydra opens the job's log file before our code runs: an unwritable run dir (resume= reopens the
+        # run's own) fails there as logging's "Unable to configure handler 'file'", caused by the OSError.
+        fix = "make its directory writable (resume= continues in the run's own dir; a new run can go elsewhere with hydra.run.dir=DIR)"
+        cause = e.__cause__
+        storage = storage_error(cause, fix=fix) if isinstance(cause, OSError) else None
+        if storage is None:
+            raise
+        print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as e:  # submitit, in this process: a job that ended without a result (scancel, timeout), sbatch refusing
         if not type(e).__module__.startswith("submitit."):
