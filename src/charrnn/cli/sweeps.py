@@ -10,10 +10,11 @@ and kept out of the job dir names. Each job (:func:`sweep_job_config`) then deci
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from charrnn.core.errors import UserError
 
@@ -40,7 +41,7 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
     if not is_sweep_dir(sweep):
         raise UserError(f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a -m run wrote, or drop -m to resume one run")
     saved = OmegaConf.load(sweep / "multirun.yaml")
-    task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
+    task = [o for o in saved.hydra.overrides.task if override_key(o) not in ("resume", "resume_extra")]
     hydra_overrides = [o for o in saved.hydra.overrides.hydra if override_key(o) not in ("hydra.sweep.dir", "hydra.job.config.override_dirname.exclude_keys")]
     flags = [a for a in argv if a.startswith("-")]
     # An override the sweep was launched with, repeated as it was, changes nothing.
@@ -53,13 +54,13 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
                 f"'{extra}' would change which jobs this sweep is (its swept keys, its data, its config groups or launcher); "
                 f"a resumed sweep takes only single values such as trainer.max_steps=N -- start a new sweep for this"
             )
-    # The job dir names stay as they were: the sweep's own excluded keys, and this call's extras.
+    # The extras travel as one list that every job applies itself (sweep_job_config), not as Hydra overrides:
+    # the job dir names (and what each job's Hydra records) stay exactly the sweep's own.
     before = list(saved.hydra.job.config.override_dirname.exclude_keys)
-    excluded = before + sorted({override_key(o) for o in extras} - set(before))
-    # The extras come last, so they win over the sweep's own values of the same key.
-    kept = [o for o in task if override_key(o) not in {override_key(e) for e in extras}]
+    excluded = before + [k for k in ("resume", "resume_extra") if k not in before]
+    extra_list = ",".join(repr(e) for e in extras)
     return [*flags, *hydra_overrides, f"hydra.sweep.dir={sweep}", f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
-            *kept, *extras, f"resume={sweep}"]
+            *task, f"resume={sweep}", f"+resume_extra=[{extra_list}]"]
 
 
 def nothing_left(sweep: Path, argv: Sequence[str]) -> bool:
@@ -67,7 +68,7 @@ def nothing_left(sweep: Path, argv: Sequence[str]) -> bool:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415 -- public static method
 
     saved = OmegaConf.load(sweep / "multirun.yaml")
-    task = [o for o in saved.hydra.overrides.task if override_key(o) != "resume"]
+    task = [o for o in saved.hydra.overrides.task if override_key(o) not in ("resume", "resume_extra")]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(task)
@@ -77,18 +78,23 @@ def nothing_left(sweep: Path, argv: Sequence[str]) -> bool:
     return not extras and done >= jobs
 
 
-def job_extras(out: Path, job_overrides: Sequence[str]) -> tuple[str, ...]:
-    """The overrides this resume adds to a job that had started: those its ``.hydra/overrides.yaml`` lacks."""
-    saved = out / ".hydra" / "overrides.yaml"
-    before = set(OmegaConf.load(saved)) if saved.is_file() else set()
-    return tuple(o for o in job_overrides if o not in before)
+def resume_extras(cfg: DictConfig) -> tuple[str, ...]:
+    """The ``key=value`` overrides a whole-sweep resume applies to every job."""
+    return tuple(str(o) for o in (cfg.get("resume_extra") or ()))
 
 
-def sweep_job_config(cfg: DictConfig, job_overrides: Sequence[str]) -> tuple[DictConfig | None, float | None]:
+def sweep_job_config(cfg: DictConfig) -> tuple[DictConfig | None, float | None]:
     """A job of a resumed sweep: ``(config to train with, None)``, or ``(None, recorded result)`` for a done job.
-    A job that had started continues as ``resume=<job dir>`` with this resume's extra overrides."""
+    A job that had started continues as ``resume=<job dir>`` with this resume's extra overrides
+    (``resume_extra``, which :func:`resume_extras` hands to it); one that had not starts with them applied."""
     from charrnn.cli import rundir
 
+    extras = resume_extras(cfg)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.pop("resume_extra", None)
+    for extra in extras:
+        OmegaConf.update(cfg, override_key(extra), rundir.yaml_value(extra.partition("=")[2]), force_add=True)
     out = Path(str(cfg.output_dir))
     record = out / "run.json"
     status = rundir.read_run_file(record).get("status") if record.is_file() else None

@@ -84,12 +84,13 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     """Decide the final config, check it, and train under the run lock and the job's device lease."""
     out = cfg.output_dir
     if job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume))):  # -m resume=<sweep dir>
-        cfg, recorded = sweeps.sweep_job_config(cfg, job.overrides)
+        extras = sweeps.resume_extras(cfg)
+        cfg, recorded = sweeps.sweep_job_config(cfg)
         if cfg is None:
             print(f"{PROG}: sweep job {job.num} is done; its recorded best val bpc counts: {recorded}", file=sys.stderr)
             return recorded
         if cfg.get("resume"):
-            job = dataclasses.replace(job, overrides=sweeps.job_extras(Path(str(out)), job.overrides))
+            job = dataclasses.replace(job, overrides=extras)  # resume_config applies them to the job's saved config
     cfg, checkpoint = rundir.final_config(cfg, job)  # first: every check below sees the config the run trains with
     check_run(cfg, job)
     cfg = share_machine(cfg, job)
