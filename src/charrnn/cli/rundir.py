@@ -52,7 +52,8 @@ def resumable(resume: Any) -> bool:
 OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 OmegaConf.register_new_resolver("run_dir", lambda resume, new: str(resume) if resumable(resume) else new, replace=True)
-OmegaConf.register_new_resolver("config_subdir", lambda resume, rid: f".hydra/resume-{rid}" if resumable(resume) else ".hydra", replace=True)
+# Keyed on the job's own dir, so a job of a resumed sweep that had started keeps its original config too.
+OmegaConf.register_new_resolver("config_subdir", lambda out, rid: f".hydra/resume-{rid}" if resumable(out) else ".hydra", replace=True)
 
 
 def read_run_file(path: Path) -> Any:

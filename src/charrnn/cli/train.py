@@ -9,6 +9,7 @@ and the exit codes (2 for a user mistake, 128 + N for signal N, 1 for a failed s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from charrnn.cli import rundir
+from charrnn.cli import rundir, sweeps
 from charrnn.cli.checks import check_run
 from charrnn.cli.commands import resume_command
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
@@ -84,6 +85,14 @@ def job_from_hydra() -> Job:
 def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     """Decide the final config, check it, and train under the run lock and the job's device lease."""
     out = cfg.output_dir
+    if job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume))):  # -m resume=<sweep dir>
+        extras = sweeps.resume_extras(cfg)
+        cfg, recorded = sweeps.sweep_job_config(cfg)
+        if cfg is None:
+            print(f"{PROG}: sweep job {job.num} is done; its recorded best val bpc counts: {recorded}", file=sys.stderr)
+            return recorded
+        if cfg.get("resume"):
+            job = dataclasses.replace(job, overrides=extras)  # resume_config applies them to the job's saved config
     cfg, checkpoint = rundir.final_config(cfg, job)  # first: every check below sees the config the run trains with
     check_run(cfg, job)
     cfg = share_machine(cfg, job)
@@ -181,6 +190,15 @@ def cli() -> None:
     """
     os.environ.setdefault("CHARRNN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))  # the user's choice, for every job
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    if (sweep := sweeps.sweep_resume_target(sys.argv[1:])) is not None:
+        try:
+            given, sys.argv[1:] = sys.argv[1:], sweeps.resume_argv(sys.argv[1:], sweep)
+            if sweeps.nothing_left(sweep, given):
+                print(f"{PROG}: every job of sweep {str(sweep)!r} is done; nothing left to train", file=sys.stderr)
+                raise SystemExit(0)
+        except UserError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if os.environ["CHARRNN_FULL_ERROR"] == "1":
         main()
         return
