@@ -8,7 +8,9 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: train test clean
 
-$(VENV)/.installed: pyproject.toml scripts/setup_env.sh
+# Any new or changed file under src/ or conf/ reinstalls (a few seconds): the editable install links
+# each file (editable_mode=strict, so that Hydra's plugin scan sees hydra_plugins/), new ones included.
+$(VENV)/.installed: pyproject.toml scripts/setup_env.sh $(shell find src/charrnn src/hydra_plugins conf -name '*.py' -o -name '*.yaml')
 	PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV) test
 	touch $@
 
