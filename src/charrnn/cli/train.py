@@ -153,7 +153,7 @@ def fit_and_test(
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best_path:
         module.load_state_dict(rundir.read_checkpoint(best_path)["state_dict"])
-    test = trainer.test(module, datamodule=datamodule, verbose=False)
+    test = trainer.test(module, datamodule=datamodule, verbose=False) if datamodule.has_test() else []  # data.split test 0: none
     best_bpc = float(module.best_val_bpc)
 
     steps_here = trainer.global_step - (int(checkpoint.get("global_step", 0)) if checkpoint else 0)
@@ -175,7 +175,8 @@ def fit_and_test(
         record.finish("done", best_val_bpc=best_bpc, global_step=trainer.global_step)
         print(f"\n--- sample from the best checkpoint ---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------")
         print(f"run dir:       {out}")
-        print(f"best val bpc:  {best_bpc:.4f}   test bpc: {metrics['test'].get('test/bpc', math.nan):.4f}")
+        test_bpc = f"{metrics['test']['test/bpc']:.4f}" if "test/bpc" in metrics["test"] else "none (no test split)"
+        print(f"best val bpc:  {best_bpc:.4f}   test bpc: {test_bpc}")
         print(f"throughput:    {metrics['train_chars_per_second']} chars/s over {steps_here} steps")
         print(f"watch it:      tensorboard --logdir {out}")
     return best_bpc
