@@ -1,5 +1,6 @@
 """quality: charrnn-train experiment=shakespeare (the real CLI, --seconds of training); the
-full-split val loss at 30 s and at the end, from the run's TensorBoard wall times, beside anchors."""
+full-split val loss at 30 s and at the end, from the run's TensorBoard wall times, beside anchors,
+and the best checkpoint's loss on the standard split (the last 10 %) through charrnn-eval."""
 
 from __future__ import annotations
 
@@ -82,7 +83,21 @@ def run(args: argparse.Namespace) -> list[Row]:
     shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     rows: list[Row] = [("quality", "setup", " ".join(setup) + fallback,
                         f"{metrics['global_step']} steps, {metrics['train_chars_per_second']} chars/s; run {shown}")]
+    rows.append(standard_val_row(run_dir, env))
     curve = val_curve(run_dir)
     if not curve:
         return rows + [("quality", "val/loss", "none logged", "validation never ran within the budget")]
     return rows + curve_rows(curve, args.seconds)
+
+
+def standard_val_row(run_dir: Path, env: dict[str, str]) -> Row:
+    """The best checkpoint on the standard split (val = the corpus's last 10 %, as nanoGPT), through the real
+    charrnn-eval, beside the project's own val split: the figure that compares with published ones."""
+    exe = Path(sys.executable).parent / "charrnn-eval"
+    proc = subprocess.run([str(exe), str(run_dir), "split=val", "--json"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return ("quality", "standard val (last 10 %)", f"charrnn-eval exit {proc.returncode}", last_line(proc.stderr))
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    held_out = "held out" if record["standard_val_held_out"] else "NOT held out (data.split trains on part of it)"
+    return ("quality", "standard val (last 10 %), best ckpt", f"{record['standard_val_loss']:.3f} nats",
+            f"project's val split {record['loss']:.3f} nats; {held_out}")

@@ -1,13 +1,14 @@
 """``charrnn-eval``: loss, bits per char, perplexity and accuracy of a trained run.
 
-    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
                  [allow_corpus_change=true] [--json]
 
 A split is rebuilt from the run's saved Hydra config (the same corpus, vocabulary and cut as in
 training), so ``split=val`` on the best checkpoint reproduces the logged best ``val/bpc``; a corpus
 that changed since (its sha256 differs from run.json's) is refused unless ``allow_corpus_change=true``. A file
 is scored with the run's vocabulary. Both are read statefully over the whole text
-(:func:`charrnn.core.scoring.evaluate`).
+(:func:`charrnn.core.scoring.evaluate`). A split is reported beside the standard split's val (the
+corpus's last 10 %, :func:`charrnn.core.scoring.standard_val`), so figures compare with published ones.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from charrnn.cli.args import as_bool, as_int, as_str, check_device, check_path, 
 from charrnn.core.errors import UserError
 
 USAGE = """\
-usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
                     [allow_corpus_change=true] [--json]
 
 Score a trained charrnn run on a split of its corpus or on any text file: loss (nats/char),
@@ -29,7 +30,9 @@ bits per char, perplexity and accuracy over the whole text, reading it statefull
 does (batch_size parallel streams, windows of seq_len, hidden state carried, starting from zero).
 
   RUN_DIR_OR_CKPT  a run directory (its best checkpoint, else last.ckpt) or a .ckpt file
-  split=NAME       val (default), test or train: rebuilt from the run's saved config
+  split=NAME       val (default), test or train: rebuilt from the run's saved config, and reported
+                   beside the standard val (the corpus's last 10 %, nanoGPT's val);
+                   split=standard_val scores only that
   path=FILE        a text file instead of a split (the only choice for a .ckpt outside a run dir)
   batch_size=N     parallel streams (default: the run's data.batch_size, else 32)
   seq_len=N        window length (default: the run's data.seq_len, else 64)
@@ -42,7 +45,7 @@ examples:
   charrnn-eval run/checkpoints/last.ckpt path=other.txt --json
 """
 
-SPLITS = ("val", "test", "train")
+SPLITS = ("val", "test", "train", "standard_val")
 SPEC: dict[str, Callable[[str, str], Any]] = {
     "split": as_str, "path": as_str, "batch_size": as_int, "seq_len": as_int, "device": as_str, "allow_corpus_change": as_bool,
 }
@@ -70,6 +73,7 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
     from omegaconf import OmegaConf
 
     from charrnn.core.corpora import load_corpus
+    from charrnn.core.scoring import standard_val
     from charrnn.core.vocab import Vocabulary
     from charrnn.core.windows import check_split, check_windows, cut_splits
 
@@ -100,7 +104,20 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
     hello = corpus == "hello"
     fractions = [1.0, 1.0, 1.0] if hello else check_split(data.get("split"))
     _, seq_len = check_windows(data.get("batch_size", 32), data.get("seq_len", 64))
-    return cut_splits(vocab.encode(text), fractions, seq_len, whole=hello)[split], bool(data.get("one_hot", True))
+    tokens, one_hot = vocab.encode(text), bool(data.get("one_hot", True))
+    if split == "standard_val":  # the corpus's last 10 %, whatever the run's own cut
+        return standard_val(tokens), one_hot
+    return cut_splits(tokens, fractions, seq_len, whole=hello)[split], one_hot
+
+
+def standard_val_record(run: Any, batch_size: int, seq_len: int, one_hot: bool) -> dict[str, Any]:
+    """``standard_val_loss``/``_bpc`` of the run on the corpus's last 10 %, and whether training left it out."""
+    from charrnn.core.scoring import evaluate, standard_val_held_out
+
+    data = run.config.get("data") or {}
+    metrics = evaluate(run.model, split_tokens(run, "standard_val", allow_change=True)[0]  # the corpus was checked for the split asked for, batch_size, seq_len, one_hot=one_hot)
+    held_out = data.get("corpus") != "hello" and standard_val_held_out(list(data.get("split")))
+    return {"standard_val_loss": metrics["loss"], "standard_val_bpc": metrics["bpc"], "standard_val_held_out": held_out}
 
 
 def evaluate_run(args: list[str]) -> int:
@@ -113,7 +130,7 @@ def evaluate_run(args: list[str]) -> int:
         raise UserError("allow_corpus_change is for a split of the run's corpus; path=FILE is scored as it is")
     split = opts.get("split", "val")
     if split not in SPLITS:
-        raise UserError(f"unknown split={split!r}; choose val, test or train (or path=FILE)")
+        raise UserError(f"unknown split={split!r}; choose val, test, train or standard_val (or path=FILE)")
     from charrnn.core.windows import check_windows
 
     check_windows(opts.get("batch_size", 1), opts.get("seq_len", 1), prefix="")  # the arguments first, then the files
@@ -148,6 +165,8 @@ def evaluate_run(args: list[str]) -> int:
         "batch_size": int(batch_size),
         "seq_len": int(seq_len),
     }
+    if "path" not in opts and split != "standard_val":
+        record.update(standard_val_record(run, batch_size, seq_len, one_hot))
     if not json_only:
         print(f"checkpoint   {record['checkpoint']}")
         print(f"text         {source}: {metrics['chars']:,} characters scored, batch_size={batch_size} seq_len={seq_len}, state carried")
@@ -155,6 +174,10 @@ def evaluate_run(args: list[str]) -> int:
         print(f"bpc          {metrics['bpc']:.6f} bits/char")
         print(f"perplexity   {metrics['perplexity']:.4f}")
         print(f"accuracy     {metrics['acc']:.4%}")
+        if "standard_val_loss" in record:
+            held_out = "held out" if record["standard_val_held_out"] else "NOT held out: the run trained on part of it"
+            print(f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
+                  f"(the corpus's last 10 %, as nanoGPT; {held_out})")
     print(json.dumps(record))
     return 0
 

@@ -8,7 +8,6 @@ A test can compose a config with Hydra's compose API and call it in-process.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +149,7 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best_path:
         module.load_state_dict(rundir.read_checkpoint(best_path)["state_dict"])
-    test = trainer.test(module, datamodule=datamodule, verbose=False)
+    test = trainer.test(module, datamodule=datamodule, verbose=False) if datamodule.has_test() else []  # data.split test 0: none
     best_bpc = float(module.best_val_bpc)
 
     steps_here = trainer.global_step - (int(checkpoint.get("global_step", 0)) if checkpoint else 0)
@@ -172,7 +171,8 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
         record.finish("done", best_val_bpc=best_bpc, global_step=trainer.global_step)
         print(f"\n--- sample from the best checkpoint ---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------")
         print(f"run dir:       {out}")
-        print(f"best val bpc:  {best_bpc:.4f}   test bpc: {metrics['test'].get('test/bpc', math.nan):.4f}")
+        test_bpc = f"{metrics['test']['test/bpc']:.4f}" if "test/bpc" in metrics["test"] else "none (no test split)"
+        print(f"best val bpc:  {best_bpc:.4f}   test bpc: {test_bpc}")
         print(f"throughput:    {metrics['train_chars_per_second']} chars/s over {steps_here} steps")
         print(f"watch it:      tensorboard --logdir {out}")
     return best_bpc

@@ -10,6 +10,7 @@ window to window, every target is scored exactly once, and the sums are kept in 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -20,6 +21,19 @@ from charrnn.core.model import CharRNN
 from charrnn.core.windows import IGNORE_INDEX, StreamWindows, check_windows
 
 LN2 = math.log(2.0)
+STANDARD_TRAIN_FRACTION = 0.9  # the standard split (nanoGPT's shakespeare_char): val is the last 10 %
+
+
+def standard_val(tokens: Tensor) -> Tensor:
+    """The standard split's val: the last 10 % of a corpus, cut exactly as nanoGPT cuts it
+    (``data[int(n * 0.9):]``), so a loss on it compares with published figures."""
+    return tokens[int(len(tokens) * STANDARD_TRAIN_FRACTION):]
+
+
+def standard_val_held_out(fractions: Sequence[float]) -> bool:
+    """Whether a run cut with ``data.split=fractions`` left the standard val out of its training: its
+    train fraction is at most 0.9 (rounding may put one boundary character into both)."""
+    return fractions[0] / sum(fractions) <= STANDARD_TRAIN_FRACTION + 1e-9
 
 
 def batch_sums(logits: Tensor, targets: Tensor) -> Tensor:

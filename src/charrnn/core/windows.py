@@ -46,7 +46,7 @@ def check_windows(batch_size: Any, seq_len: Any, prefix: str = "data.") -> tuple
 
 
 def check_split(split: Any, key: str = "data.split") -> list[float]:
-    """Three fractions train, val, test, each above 0 (an empty split has nothing to score)."""
+    """Three fractions train, val, test: train and val above 0, test 0 for a run without a test (as nanoGPT trains)."""
     try:
         fractions = [] if isinstance(split, (str, bytes)) else list(split)
     except TypeError:
@@ -54,8 +54,11 @@ def check_split(split: Any, key: str = "data.split") -> list[float]:
     if len(fractions) != 3:
         raise UserError(f"{key} must be three fractions train,val,test, got {split!r}; set e.g. {key}=[0.9,0.05,0.05]")
     values = [checked(key, f) for f in fractions]
-    if any(f <= 0 for f in values):
-        raise UserError(f"{key}={values} leaves an empty train, val or test split; give each a fraction above 0, e.g. [0.9,0.05,0.05]")
+    if values[0] <= 0 or values[1] <= 0 or values[2] < 0:
+        raise UserError(
+            f"{key}={values} leaves an empty train or val split; give train and val a fraction above 0 and test one of "
+            f"at least 0 (0: no test), e.g. [0.9,0.05,0.05] or [0.9,0.1,0.0]"
+        )
     return values
 
 
@@ -70,7 +73,7 @@ def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
 
 
 def cut_splits(tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: bool = False) -> dict[str, Tensor]:
-    """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read.
+    """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read (test empty where its fraction is 0).
 
     ``whole``: every split is the whole text (the notebook's "hello", too short to cut).
     """
@@ -78,7 +81,7 @@ def cut_splits(tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: 
         return {"train": tokens, "val": tokens, "test": tokens}
     bounds = split_bounds(len(tokens), fractions)
     splits = {name: tokens[lo:hi] for name, (lo, hi) in zip(("train", "val", "test"), bounds)}
-    need = {"train": seq_len + 1, "val": 2, "test": 2}
+    need = {"train": seq_len + 1, "val": 2, "test": 2 if fractions[2] > 0 else 0}  # test 0: no test, an empty split
     for name, part in splits.items():
         if len(part) < need[name]:
             raise UserError(

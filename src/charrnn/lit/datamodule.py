@@ -74,7 +74,7 @@ class CharDataModule(L.LightningDataModule):
         self.tokens = self.vocab.encode(self.text)
         self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
         for name, part in self.splits.items():  # fewer streams than asked would be taken silently
-            if len(part) - 1 < self.batch_size and (name != "train" or self.batching == "stateful"):
+            if len(part) - 1 < self.batch_size and len(part) > 0 and (name != "train" or self.batching == "stateful"):
                 raise UserError(
                     f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={self.batch_size} streams; "
                     f"lower data.batch_size, or give {name} a larger data.split fraction"
@@ -106,6 +106,10 @@ class CharDataModule(L.LightningDataModule):
             batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
             return dataset, batches * self.batch_size, self.batch_size
         return StreamWindows(tokens, self.batch_size, self.seq_len, rank=rank, world_size=world), None, 1
+
+    def has_test(self) -> bool:
+        """Whether the run has a test split: ``data.split``'s test fraction 0 means none (the final test is skipped)."""
+        return self.split[2] > 0
 
     def batches_per_epoch(self) -> int:
         dataset, draws, per_batch = self._train_windows()
