@@ -115,7 +115,8 @@ def standard_val_record(run: Any, batch_size: int, seq_len: int, one_hot: bool) 
     from charrnn.core.scoring import evaluate, standard_val_held_out
 
     data = run.config.get("data") or {}
-    metrics = evaluate(run.model, split_tokens(run, "standard_val", allow_change=True)[0]  # the corpus was checked for the split asked for, batch_size, seq_len, one_hot=one_hot)
+    tokens = split_tokens(run, "standard_val", allow_change=True)[0]  # the corpus was checked for the split asked for
+    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
     held_out = data.get("corpus") != "hello" and standard_val_held_out(list(data.get("split")))
     return {"standard_val_loss": metrics["loss"], "standard_val_bpc": metrics["bpc"], "standard_val_held_out": held_out}
 
