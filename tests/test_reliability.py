@@ -116,6 +116,8 @@ BAD_INPUTS = [
     ("resume: damaged run.json", ["resume=BAD_RECORD"], ["damaged", "run.json"]),
     ("embed_dim without embedding", ["model.embed_dim=32"], ["model.embed_dim=32", "model.input=embedding"]),
     ("embed_dim 0", ["model.input=embedding", "model.embed_dim=0"], ["model.embed_dim", "at least 1"]),
+    ("early stopping on a metric never logged", ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/nope"],
+     ["callbacks.early_stopping.monitor='val/nope'", "val/bpc"]),
     ("Lightning refuses a value", ["trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=null"], ["Trainer refused", "check_val_every_n_epoch"]),
 ]
 

@@ -20,6 +20,7 @@ def check_run(cfg: DictConfig, job: Job) -> None:
     check_devices(cfg.trainer)
     check_sweep_job(cfg, job)
     check_trainer(cfg.trainer)
+    check_monitors(cfg.get("callbacks") or {})
     checked("seed", cfg.get("seed"), integer=True, low=0, high=2**32 - 1)
 
 
@@ -78,3 +79,16 @@ def check_trainer(trainer: DictConfig) -> None:
     if trainer.get("gradient_clip_val") is not None:
         checked("trainer.gradient_clip_val", trainer.gradient_clip_val, low=0.0)
     checked("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), integer=True, low=1)
+
+
+# What the LightningModule puts in Lightning's callback_metrics (lit/module.py), which callbacks can watch.
+MONITORABLE = ("val/bpc", "val/loss", "val/acc", "val/bpc_best", "train/loss")
+
+
+def check_monitors(callbacks: DictConfig) -> None:
+    """A callback watching a metric that is never logged (early stopping, a checkpoint) fails only at the
+    first validation, after training work; refuse it before any."""
+    for name, node in callbacks.items():
+        monitor = node.get("monitor") if hasattr(node, "get") else None
+        if monitor is not None and str(monitor) not in MONITORABLE:
+            raise UserError(f"callbacks.{name}.monitor={monitor!r} is not a metric charrnn logs; set it to one of: {', '.join(MONITORABLE)}")
