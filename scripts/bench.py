@@ -30,12 +30,32 @@ ROWS = ("quality", "overhead", "flops", "sampling", "memory")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", required=True, type=Path, help="a text file, e.g. ../shared/data/tinyshakespeare.txt")
-    p.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows to run: {', '.join(ROWS)} (default: all)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads, here and in every subprocess (default 2)")
-    p.add_argument("--seconds", type=int, default=240, help="quality: training time budget, trainer.max_time (default 240)")
-    p.add_argument("--rounds", type=int, default=3, help="overhead: interleaved rounds per side; medians shown (default 3)")
-    p.add_argument("--memory-steps", type=int, default=5, help="memory: training steps per measurement (default 5)")
+    p.add_argument(
+        "--corpus", required=True, type=Path, help="a text file, e.g. ../shared/data/tinyshakespeare.txt"
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(ROWS),
+        help=f"comma-separated rows to run: {', '.join(ROWS)} (default: all)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads, here and in every subprocess (default 2)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=int,
+        default=240,
+        help="quality: training time budget, trainer.max_time (default 240)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="overhead: interleaved rounds per side; medians shown (default 3)",
+    )
+    p.add_argument(
+        "--memory-steps", type=int, default=5, help="memory: training steps per measurement (default 5)"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: one memory measurement in a fresh process
     args = p.parse_args(argv)
     args.only = [r.strip() for r in args.only.split(",") if r.strip()]
@@ -82,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         rows += importlib.import_module(f"benchrows.{name}").run(args)
         note(f"{name}: {time.perf_counter() - started:.0f} s")
-    print_table(rows, f"charrnn benchmarks: {args.corpus.name}, {args.threads} thread(s), torch {torch.__version__}")
+    print_table(
+        rows, f"charrnn benchmarks: {args.corpus.name}, {args.threads} thread(s), torch {torch.__version__}"
+    )
     return 0
 
 

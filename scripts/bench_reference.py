@@ -21,8 +21,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SETUPS = {  # name: (vocab, hidden, seq, batch)
     "notebook": (4, 8, 4, 1),
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return step
 
-    def torch_step(params: ref.Params, x: np.ndarray, y: np.ndarray, dtype: torch.dtype) -> Callable[[], None]:
+    def torch_step(
+        params: ref.Params, x: np.ndarray, y: np.ndarray, dtype: torch.dtype
+    ) -> Callable[[], None]:
         model = CharRNN.from_reference(params).to(dtype)
         opt = torch.optim.SGD(model.parameters(), lr=args.lr)
         xt, yt = torch.as_tensor(x), torch.as_tensor(y).reshape(-1)
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return step
 
-    print(f"one training step (forward + BPTT + SGD update), median of {args.repeats}; "
-          f"{args.threads} thread(s); numpy {np.__version__}, torch {torch.__version__}")
+    print(
+        f"one training step (forward + BPTT + SGD update), median of {args.repeats}; "
+        f"{args.threads} thread(s); numpy {np.__version__}, torch {torch.__version__}"
+    )
     header = ("setup", "V/H/T/B", "numpy f64", "torch f32", "torch f64", "numpy/torch32", "numpy/torch64")
     rows = []
     for name, (vocab, hidden, seq, batch) in SETUPS.items():
@@ -134,8 +138,17 @@ def main(argv: list[str] | None = None) -> int:
             torch_step(params, x, y, torch.float64),
         ]
         t_np, t32, t64 = per_step(steps, args.repeats, args.min_time)
-        rows.append((name, f"{vocab}/{hidden}/{seq}/{batch}", f"{t_np * 1e3:.3f} ms", f"{t32 * 1e3:.3f} ms",
-                     f"{t64 * 1e3:.3f} ms", f"{t_np / t32:.3g}x", f"{t_np / t64:.3g}x"))
+        rows.append(
+            (
+                name,
+                f"{vocab}/{hidden}/{seq}/{batch}",
+                f"{t_np * 1e3:.3f} ms",
+                f"{t32 * 1e3:.3f} ms",
+                f"{t64 * 1e3:.3f} ms",
+                f"{t_np / t32:.3g}x",
+                f"{t_np / t64:.3g}x",
+            )
+        )
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))

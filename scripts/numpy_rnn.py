@@ -33,17 +33,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-size", type=int, default=8, help="number of hidden units")
     parser.add_argument("--steps", type=int, default=1000, help="most training updates before giving up")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    parser.add_argument("--optimizer", choices=("adagrad", "sgd"), default="adagrad",
-                        help="adagrad as in min-char-rnn, or plain gradient descent")
-    parser.add_argument("--clip", type=float, default=5.0,
-                        help="clip every gradient entry into [-clip, clip] (min-char-rnn); 0 disables")
-    parser.add_argument("--target-loss", type=float, default=0.05,
-                        help="also train until the loss is this low, so the predictions are confident; "
-                        "'inf' stops at the first step whose argmax spells 'ello'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator (weights and sample)")
+    parser.add_argument(
+        "--optimizer",
+        choices=("adagrad", "sgd"),
+        default="adagrad",
+        help="adagrad as in min-char-rnn, or plain gradient descent",
+    )
+    parser.add_argument(
+        "--clip",
+        type=float,
+        default=5.0,
+        help="clip every gradient entry into [-clip, clip] (min-char-rnn); 0 disables",
+    )
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        default=0.05,
+        help="also train until the loss is this low, so the predictions are confident; "
+        "'inf' stops at the first step whose argmax spells 'ello'",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the numpy Generator (weights and sample)"
+    )
     parser.add_argument("--print-every", type=int, default=5, help="print the loss every N steps")
-    parser.add_argument("--temperature", type=float, default=0.5,
-                        help="temperature of the final sample (0 = argmax)")
+    parser.add_argument(
+        "--temperature", type=float, default=0.5, help="temperature of the final sample (0 = argmax)"
+    )
     args = parser.parse_args(argv)
     if args.hidden_size < 1 or args.steps < 0 or args.print_every < 1 or args.lr <= 0:
         parser.error("--hidden-size and --print-every must be >= 1, --steps >= 0, --lr > 0")
@@ -78,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\ntraining with {args.optimizer}, lr {args.lr}, clip {args.clip or 'off'}:")
     step = 0
+
     def done(f: ref.Forward) -> bool:
         return predicted(f) == targets and f.loss <= args.target_loss
 
@@ -92,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:>5}  loss {fwd.loss:.4f}  predicts {predicted(fwd)!r}")
 
     if not done(fwd):
-        print(f"\nFAILED: after {step} steps the model predicts {predicted(fwd)!r} with loss {fwd.loss:.4f}, "
-              f"not {targets!r} with loss <= {args.target_loss}; try more --steps or a larger --lr",
-              file=sys.stderr)
+        print(
+            f"\nFAILED: after {step} steps the model predicts {predicted(fwd)!r} with loss {fwd.loss:.4f}, "
+            f"not {targets!r} with loss <= {args.target_loss}; try more --steps or a larger --lr",
+            file=sys.stderr,
+        )
         return 1
     print(f"\nlearned after {step} steps: loss {fwd.loss:.4f}, predicts {predicted(fwd)!r}")
     print_table(fwd.probs[0], inputs, targets)

@@ -21,9 +21,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-TEXT = "".join(f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n" for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40))
-COMMON = ["model.hidden_size=16", "model.num_layers=2", "model.dropout=0.1", "data.seq_len=16", "data.batch_size=8",
-          "trainer.enable_progress_bar=false", "sample.length=10", "callbacks.model_checkpoint.save_top_k=-1"]
+TEXT = "".join(
+    f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n"
+    for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40)
+)
+COMMON = [
+    "model.hidden_size=16",
+    "model.num_layers=2",
+    "model.dropout=0.1",
+    "data.seq_len=16",
+    "data.batch_size=8",
+    "trainer.enable_progress_bar=false",
+    "sample.length=10",
+    "callbacks.model_checkpoint.save_top_k=-1",
+]
 EPOCH_END = ["trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1"]
 SHAPES = {
     "epochs_val1": ["trainer.max_steps=-1", "trainer.max_epochs=4", *EPOCH_END],
@@ -76,7 +87,9 @@ def check(work: Path, corpus: Path, batching: str, shape: str) -> tuple[int, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", type=Path, help="where the runs go (default: a temporary dir, removed after)")
+    parser.add_argument(
+        "--work", type=Path, help="where the runs go (default: a temporary dir, removed after)"
+    )
     parser.add_argument("--batching", default="stateful,random")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     args = parser.parse_args()

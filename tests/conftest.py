@@ -14,12 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 # Bounded threads: under `pytest -n N` each worker, and every CLI subprocess it starts, takes its
 # share of the cores instead of all of them (16 workers x 16 torch threads hung a 16-core machine).
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-THREADS = str(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // WORKERS))
+THREADS = str(
+    max(
+        1,
+        (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        // WORKERS,
+    )
+)
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, THREADS)
 
 # A small, learnable text: a few short lines repeated with variation (about 6 kB).
-TINY_TEXT = "".join(f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n" for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40))
+TINY_TEXT = "".join(
+    f"the {w} sat on the mat {i % 7}.\nand the {w} ran.\n"
+    for i, w in enumerate(["cat", "dog", "hen", "fox"] * 40)
+)
 
 # Overrides that make a real run finish in seconds on 2 cores.
 TINY_RUN = [
@@ -41,12 +50,16 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def run_cli(args: list[str], cwd: Path, script: str = "charrnn-train", timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, script: str = "charrnn-train", timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run one of the console scripts (from this interpreter's environment) as a user would."""
     exe = Path(sys.executable).parent / script
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def compose_config(overrides: list[str], output_dir: Path):

@@ -75,11 +75,15 @@ def start_cluster() -> SlurmCluster:
         up = subprocess.run([str(SCRIPT), "up", str(state)], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         cluster.stop()
-        raise SlurmUnavailable(f"{SCRIPT} up {state} did not finish in 120 s; its logs are in {state}/log") from None
+        raise SlurmUnavailable(
+            f"{SCRIPT} up {state} did not finish in 120 s; its logs are in {state}/log"
+        ) from None
     if up.returncode != 0 or not cluster.answers():
         cluster.stop()
         if "port 68" in up.stderr and "in use" in up.stderr:  # e.g. another pytest worker's cluster
-            raise SlurmUnavailable(f"another SLURM already runs here, not reachable through SLURM_CONF; {up.stderr.strip()}")
+            raise SlurmUnavailable(
+                f"another SLURM already runs here, not reachable through SLURM_CONF; {up.stderr.strip()}"
+            )
         why = " ".join((up.stderr.strip() or up.stdout.strip() or f"exit {up.returncode}").splitlines()[-3:])
         raise SlurmUnavailable(f"{SCRIPT} up could not bring a cluster up: {why}")
     return cluster
@@ -128,7 +132,9 @@ def squeue(cluster: SlurmCluster, job_id: str) -> tuple[str, str]:
     return tuple(out[0].split("|")) if out else ("", "")
 
 
-def sacct(cluster: SlurmCluster, job_id: str, fields: str = "JobID,State,Submit,Start,End") -> list[dict[str, str]]:
+def sacct(
+    cluster: SlurmCluster, job_id: str, fields: str = "JobID,State,Submit,Start,End"
+) -> list[dict[str, str]]:
     """One dict per job (array task) of ``job_id``, without its steps."""
     out = cluster.run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", fields).stdout.splitlines()
     return [dict(zip(fields.split(","), line.split("|"))) for line in out]

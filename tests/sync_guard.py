@@ -22,7 +22,9 @@ class SyncGuard(L.Callback):
         self.first, self.last = first, last
         self.guarded: list[int] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step == self.first:
             torch.cuda.set_sync_debug_mode("error")
@@ -33,4 +35,6 @@ class SyncGuard(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         torch.cuda.set_sync_debug_mode("default")
-        Path(trainer.default_root_dir, "sync_guard.json").write_text(json.dumps({"guarded_steps": self.guarded}))
+        Path(trainer.default_root_dir, "sync_guard.json").write_text(
+            json.dumps({"guarded_steps": self.guarded})
+        )

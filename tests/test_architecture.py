@@ -48,7 +48,9 @@ def test_sample_and_eval_do_not_import_lightning(tmp_path):
         "main(['--help'])\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'hydra')))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
@@ -82,8 +84,12 @@ def test_sample_temperature_reaches_the_module():
     model = CharRNN(len(vocab), 16, cell="lstm")
     samples = {}
     for temperature in (0.05, 3.0):
-        module = CharRNNModule(model, vocab, optimizer=torch.optim.Adam, sample_length=200, sample_temperature=temperature)
-        expected = module.sample_prompt + "".join(generate(model, vocab, module.sample_prompt, 200, temperature, seed=0))
+        module = CharRNNModule(
+            model, vocab, optimizer=torch.optim.Adam, sample_length=200, sample_temperature=temperature
+        )
+        expected = module.sample_prompt + "".join(
+            generate(model, vocab, module.sample_prompt, 200, temperature, seed=0)
+        )
         assert module.sample_text() == expected
         samples[temperature] = expected
     assert samples[0.05] != samples[3.0]
@@ -103,5 +109,7 @@ def test_the_setattr_fast_path_still_names_a_lightning_attribute():
 
     vocab = Vocabulary.from_text("helo")
     module = CharRNNModule(CharRNN(len(vocab), 4), vocab, optimizer=torch.optim.Adam)
-    assert "_current_fx_name" in vars(module), "Lightning no longer sets _current_fx_name: update _PLAIN_ATTRIBUTES in lit/module.py"
+    assert "_current_fx_name" in vars(module), (
+        "Lightning no longer sets _current_fx_name: update _PLAIN_ATTRIBUTES in lit/module.py"
+    )
     assert {"_current_fx_name", "_train_state", "_bad_step"} <= _PLAIN_ATTRIBUTES

@@ -20,9 +20,9 @@ from conftest import TINY_RUN, TINY_TEXT, run_cli
 PATHS = [
     "outputs/runs/2026-12-03/09-30-00_ab12",
     "/tmp/sweep/0_model.hidden_size=16,optim.lr=0.001",
-    "/tmp/with space/it's/a \"quoted\" [dir]{x}",
+    '/tmp/with space/it\'s/a "quoted" [dir]{x}',
     "/tmp/ends with a backslash\\",
-    "/tmp/back\\slash\\\"quote",
+    '/tmp/back\\slash\\"quote',
     "null",
     "1e3",
     "true",
@@ -45,9 +45,13 @@ def test_the_continue_line_of_a_stopped_sweep_job_works_when_pasted(tmp_path):
     exe = Path(sys.executable).parent / "charrnn-train"
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=100000", "optim.lr=1e-3"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    child = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 120
-    while not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline:
+    while (
+        not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline
+    ):
         time.sleep(0.05)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
@@ -62,8 +66,14 @@ def test_the_continue_line_of_a_stopped_sweep_job_works_when_pasted(tmp_path):
     assert f"continue with: {command}" in " ".join(report.stdout.split())  # rich may fold the long line
 
     step = json.loads((job / "run.json").read_text())["global_step"]
-    pasted = subprocess.run(["bash", "-c", f"{command} trainer.max_steps={step + 5}"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env=env)
+    pasted = subprocess.run(
+        ["bash", "-c", f"{command} trainer.max_steps={step + 5}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert pasted.returncode == 0, pasted.stderr[-2000:]
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["global_step"] == step + 5

@@ -12,9 +12,19 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "optim", "scheduler", "trainer", "logger", "callbacks", "experiment"]
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml"))]
 PUBLIC_KEYS = [
-    "model.hidden_size", "model.cell", "optim.lr", "data.path", "data.seq_len", "data.batch_size",
-    "model.num_layers", "model.dropout", "trainer.max_steps", "trainer.max_epochs", "trainer.max_time",
-    "seed", "ckpt_path",
+    "model.hidden_size",
+    "model.cell",
+    "optim.lr",
+    "data.path",
+    "data.seq_len",
+    "data.batch_size",
+    "model.num_layers",
+    "model.dropout",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "seed",
+    "ckpt_path",
 ]
 
 
@@ -25,9 +35,14 @@ def compose_train(overrides: list[str], tmp_path: Path):
 
 # The options the README and the docs promise; a group may have more.
 PROMISED = {
-    "data": {"hello", "shakespeare", "stdlib", "text"}, "model": {"gru", "lstm", "rnn"}, "optim": {"adam", "adamw", "sgd"},
-    "scheduler": {"constant", "cosine"}, "trainer": {"auto", "cpu", "ddp", "ddp_cpu", "gpu", "gpu_bf16"},
-    "logger": {"tensorboard"}, "callbacks": {"default", "early_stopping"}, "experiment": {"seed_notebook", "shakespeare"},
+    "data": {"hello", "shakespeare", "stdlib", "text"},
+    "model": {"gru", "lstm", "rnn"},
+    "optim": {"adam", "adamw", "sgd"},
+    "scheduler": {"constant", "cosine"},
+    "trainer": {"auto", "cpu", "ddp", "ddp_cpu", "gpu", "gpu_bf16"},
+    "logger": {"tensorboard"},
+    "callbacks": {"default", "early_stopping"},
+    "experiment": {"seed_notebook", "shakespeare"},
 }
 
 
@@ -58,7 +73,9 @@ def test_option_composes_and_instantiates(group, option, tmp_path, corpus):
         assert sched.get_last_lr()[0] > 0
     if group in ("logger", "callbacks", "experiment"):
         for node in list(cfg.logger.values()) + list(cfg.callbacks.values()):
-            assert isinstance(hydra.utils.instantiate(node), hydra.utils.get_class(node._target_)), node._target_
+            assert isinstance(hydra.utils.instantiate(node), hydra.utils.get_class(node._target_)), (
+                node._target_
+            )
     if group == "trainer" and option in ("cpu", "default"):
         trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert trainer.max_steps == cfg.trainer.max_steps
@@ -74,5 +91,13 @@ def cfg_has(cfg, dotted: str) -> bool:
 
 
 def test_overrides_reach_the_config(tmp_path):
-    cfg = compose_train(["model=gru", "model.hidden_size=32", "optim=sgd", "optim.lr=0.5", "seed=7"], tmp_path)
-    assert (cfg.model.cell, cfg.model.hidden_size, cfg.optim._target_, cfg.optim.lr, cfg.seed) == ("gru", 32, "torch.optim.SGD", 0.5, 7)
+    cfg = compose_train(
+        ["model=gru", "model.hidden_size=32", "optim=sgd", "optim.lr=0.5", "seed=7"], tmp_path
+    )
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.optim._target_, cfg.optim.lr, cfg.seed) == (
+        "gru",
+        32,
+        "torch.optim.SGD",
+        0.5,
+        7,
+    )

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from charrnn.core.errors import UserError
 from charrnn.core.vocab import Vocabulary
 from charrnn.core.windows import IGNORE_INDEX, RandomWindows, StreamWindows, split_bounds
 from charrnn.lit.datamodule import CharDataModule
-from charrnn.core.errors import UserError
 
 
 def test_vocabulary_round_trip(tmp_path):

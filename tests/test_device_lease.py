@@ -34,8 +34,13 @@ print(json.dumps(lease.fields()), flush=True)
 
 
 def start_holder(lock_dir: Path, name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_dir), name], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock_dir), name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_waiting_note(proc: subprocess.Popen) -> str:
@@ -99,8 +104,12 @@ def test_a_killed_holder_frees_its_slot(tmp_path):
 
 
 def test_jobs_spread_over_the_devices_before_they_pack(tmp_path):
-    with hold_slot([3, 5], 2, tmp_path, "a") as a, hold_slot([3, 5], 2, tmp_path, "b") as b, \
-            hold_slot([3, 5], 2, tmp_path, "c") as c, hold_slot([3, 5], 2, tmp_path, "d") as d:
+    with (
+        hold_slot([3, 5], 2, tmp_path, "a") as a,
+        hold_slot([3, 5], 2, tmp_path, "b") as b,
+        hold_slot([3, 5], 2, tmp_path, "c") as c,
+        hold_slot([3, 5], 2, tmp_path, "d") as d,
+    ):
         assert [(x.index, x.slot) for x in (a, b, c, d)] == [(3, 0), (5, 0), (3, 1), (5, 1)]
         path = Path(b.lock_file)
     assert path.name == "device-5.slot-0.lock"
@@ -129,17 +138,27 @@ def test_lock_files_are_named_by_the_device_cuda_sees(tmp_path, monkeypatch):
 
 
 def settings(**lease) -> DictConfig:
-    return OmegaConf.create({"device_lease": {"pool": None, "jobs_per_gpu": 1, "lock_dir": None, **lease},
-                             "trainer": {"accelerator": "cpu", "devices": 1}, "output_dir": "/nowhere"})
+    return OmegaConf.create(
+        {
+            "device_lease": {"pool": None, "jobs_per_gpu": 1, "lock_dir": None, **lease},
+            "trainer": {"accelerator": "cpu", "devices": 1},
+            "output_dir": "/nowhere",
+        }
+    )
 
 
 def test_settings_are_checked_in_one_sentence(tmp_path):
     pool, jobs, lock_dir = lease_settings(settings(pool=[0, 1], jobs_per_gpu=3, lock_dir=str(tmp_path)))
     assert (pool, jobs, lock_dir) == ([0, 1], 3, tmp_path)
     assert lease_settings(settings())[2].name.startswith("charrnn-device-leases-")
-    for bad, match in (({"pool": 0}, "device_lease.pool must be a list"), ({"pool": []}, "device_lease.pool must be a list"),
-                       ({"pool": [0, -1]}, r"device_lease.pool\[1\] must be at least 0"), ({"pool": [1, 1]}, "lists a device twice"),
-                       ({"pool": ["a"]}, "must be a whole number"), ({"jobs_per_gpu": 0}, "device_lease.jobs_per_gpu must be at least 1")):
+    for bad, match in (
+        ({"pool": 0}, "device_lease.pool must be a list"),
+        ({"pool": []}, "device_lease.pool must be a list"),
+        ({"pool": [0, -1]}, r"device_lease.pool\[1\] must be at least 0"),
+        ({"pool": [1, 1]}, "lists a device twice"),
+        ({"pool": ["a"]}, "must be a whole number"),
+        ({"jobs_per_gpu": 0}, "device_lease.jobs_per_gpu must be at least 1"),
+    ):
         with pytest.raises(UserError, match=match) as refused:
             lease_settings(settings(**bad))
         assert "\n" not in str(refused.value)
@@ -160,14 +179,19 @@ def test_which_trainers_lease_and_a_single_run_never_does(tmp_path):
 
 def test_a_gpu_trainer_is_pinned_to_its_leased_device(tmp_path, monkeypatch):
     """As in a joblib sweep on a 2-GPU machine (the launcher and CUDA's answers stood in for)."""
-    joblib = Job(launcher="hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", n_jobs=2, num=0)
+    joblib = Job(
+        launcher="hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", n_jobs=2, num=0
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     first, second, on_cpu, wrong = (settings(lock_dir=str(tmp_path)) for _ in range(4))
     first.trainer.accelerator = second.trainer.accelerator = wrong.trainer.accelerator = "gpu"
     with lease_device(first, joblib) as a, lease_device(second, joblib) as b:  # pool null: every visible GPU
         assert (a.index, b.index) == (0, 1)
-        assert [list(pinned_config(c, lease).trainer.devices) for c, lease in ((first, a), (second, b))] == [[0], [1]]
+        assert [list(pinned_config(c, lease).trainer.devices) for c, lease in ((first, a), (second, b))] == [
+            [0],
+            [1],
+        ]
         assert first.trainer.devices == 1  # the composed config itself is never changed
     on_cpu.device_lease.pool = [0, 1]
     with lease_device(on_cpu, joblib) as c:  # an explicit pool leases, a CPU trainer is left as it is
@@ -175,10 +199,14 @@ def test_a_gpu_trainer_is_pinned_to_its_leased_device(tmp_path, monkeypatch):
     with lease_device(settings(), joblib) as none:  # CPU trainer, no pool: no lease
         assert none is None
     wrong.device_lease.pool = [0, 5]
-    with pytest.raises(UserError, match=r"device_lease.pool=\[0, 5\] names a GPU this machine does not have \(it has 2"):
+    with pytest.raises(
+        UserError, match=r"device_lease.pool=\[0, 5\] names a GPU this machine does not have \(it has 2"
+    ):
         with lease_device(wrong, joblib):
             pass
-    with lease_device(wrong, Job(launcher="hydra_plugins.charrnn_submitit.SlurmLauncher", num=0)) as none:  # SLURM gives each job its GPUs
+    with lease_device(
+        wrong, Job(launcher="hydra_plugins.charrnn_submitit.SlurmLauncher", num=0)
+    ) as none:  # SLURM gives each job its GPUs
         assert none is None
 
 
@@ -189,11 +217,26 @@ def sweep_leases(root: Path, args: list[str]) -> list[dict]:
     """Run a 4-job joblib sweep in ``root``; every job's run.json ``device``, after checking the job ended well."""
     corpus = root / "tiny.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
-    proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", f"device_lease.lock_dir={root / 'locks'}",
-                    "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=10", "trainer.val_check_interval=5",
-                    "optim.lr=1e-3,2e-3,3e-3,4e-3", *args], cwd=root)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=parallel",
+            "hydra.launcher.n_jobs=4",
+            f"device_lease.lock_dir={root / 'locks'}",
+            "data=text",
+            f"data.path={corpus}",
+            *TINY_RUN,
+            "trainer.max_steps=10",
+            "trainer.val_check_interval=5",
+            "optim.lr=1e-3,2e-3,3e-3,4e-3",
+            *args,
+        ],
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(p.read_text()) for p in sorted((root / "outputs" / "multirun").glob("*/*/*/run.json"))]
+    records = [
+        json.loads(p.read_text()) for p in sorted((root / "outputs" / "multirun").glob("*/*/*/run.json"))
+    ]
     assert len(records) == 4 and all(r["status"] == "done" for r in records)
     for record in records:  # the lease was held until the run had ended
         assert at(record["ended"]) <= at(record["device"]["released_at"])
@@ -203,8 +246,13 @@ def sweep_leases(root: Path, args: list[str]) -> list[dict]:
 @pytest.mark.slow
 def test_a_local_sweep_shares_two_devices_one_job_each_at_a_time(tmp_path):
     leases = sweep_leases(tmp_path, ["device_lease.pool=[0,1]", "device_lease.jobs_per_gpu=1"])
-    assert all(lease["accelerator"] == "cpu" and lease["slot"] == 0 for lease in leases)  # recorded, the trainer left on CPU
-    assert {lease["index"] for lease in leases} == {0, 1}  # both used: two jobs held leases at the same moment
+    assert all(
+        lease["accelerator"] == "cpu" and lease["slot"] == 0 for lease in leases
+    )  # recorded, the trainer left on CPU
+    assert {lease["index"] for lease in leases} == {
+        0,
+        1,
+    }  # both used: two jobs held leases at the same moment
     assert_slots_never_shared(leases)  # one slot per device: at most one job on a device at every moment
 
 

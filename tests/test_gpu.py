@@ -19,13 +19,26 @@ from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 REPO = Path(__file__).resolve().parents[1]
 
 # experiment=shakespeare_gpu shrunk to seconds on CPU: the recipe's own schedule, split and checkpointing.
-RECIPE_SMOKE = ["experiment=shakespeare_gpu", "trainer=cpu", "model.hidden_size=32", "data.batch_size=4", "data.seq_len=16",
-                "trainer.max_steps=30", "trainer.max_time=00:00:00:30", "scheduler.max_seconds=30", "scheduler.warmup_steps=5",
-                "trainer.val_check_interval=10", "trainer.enable_progress_bar=false", "sample.length=20", "sample.prompt=the"]
+RECIPE_SMOKE = [
+    "experiment=shakespeare_gpu",
+    "trainer=cpu",
+    "model.hidden_size=32",
+    "data.batch_size=4",
+    "data.seq_len=16",
+    "trainer.max_steps=30",
+    "trainer.max_time=00:00:00:30",
+    "scheduler.max_seconds=30",
+    "scheduler.warmup_steps=5",
+    "trainer.val_check_interval=10",
+    "trainer.enable_progress_bar=false",
+    "sample.length=20",
+    "sample.prompt=the",
+]
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
 
     import charrnn.cli.rundir  # noqa: F401  (registers the run-dir resolvers)
 
@@ -35,11 +48,17 @@ def compose(overrides: list[str]):
 
 def test_the_gpu_recipe_is_a_60_second_bf16_lstm_on_the_standard_split():
     cfg = compose(["experiment=shakespeare_gpu", "output_dir=."])
-    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == ("lstm", 1024, 2) and cfg.model.dropout > 0
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == (
+        "lstm",
+        1024,
+        2,
+    ) and cfg.model.dropout > 0
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     assert list(cfg.data.split) == [0.9, 0.1, 0.0]  # val = the last 10 %: the standard split, no test
     assert cfg.trainer.max_time == "00:00:01:00" and cfg.scheduler.max_seconds == 60
-    assert cfg.trainer.gradient_clip_val > 0 and not cfg.optim.get("fused")  # Lightning refuses clipping with fused
+    assert cfg.trainer.gradient_clip_val > 0 and not cfg.optim.get(
+        "fused"
+    )  # Lightning refuses clipping with fused
 
 
 @pytest.mark.slow
@@ -88,9 +107,8 @@ def test_a_gpu_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(tm
     val/test losses, because trainer=gpu leaves deterministic off (conf/trainer/gpu.yaml) and cuDNN's LSTM
     backward and cuBLAS reductions sum in an order that changes from run to run; the RNG streams (CUDA's
     included, from the checkpoint) are the same, so only that rounding separates the two runs."""
-    from test_resume import MID_EPOCH_RUN, final_metrics, kill_and_resume, lr_curve
-
     from conftest import tensorboard_history
+    from test_resume import MID_EPOCH_RUN, final_metrics, kill_and_resume, lr_curve
 
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
@@ -132,11 +150,18 @@ def test_a_gpu_run_samples_and_scores_on_cpu(tmp_path):
     run = tiny_run(tmp_path, "trainer=gpu")
     best = json.loads((run / "metrics.json").read_text())["best_val_bpc"]
     cpu_only = {"CUDA_VISIBLE_DEVICES": ""}  # as on a machine without a GPU
-    scored = run_cli([str(run), "split=val", "device=cpu", "--json"], tmp_path, script="charrnn-eval", env=cpu_only)
+    scored = run_cli(
+        [str(run), "split=val", "device=cpu", "--json"], tmp_path, script="charrnn-eval", env=cpu_only
+    )
     assert scored.returncode == 0, scored.stderr[-2000:]
     # Float32 on both, but cuDNN may run the LSTM's matmuls in TF32 on the GPU: equal to ~1e-3.
     assert json.loads(scored.stdout)["bpc"] == pytest.approx(best, abs=5e-3)
-    sampled = run_cli([str(run), "prompt=the", "length=50", "seed=3", "device=cpu"], tmp_path, script="charrnn-sample", env=cpu_only)
+    sampled = run_cli(
+        [str(run), "prompt=the", "length=50", "seed=3", "device=cpu"],
+        tmp_path,
+        script="charrnn-sample",
+        env=cpu_only,
+    )
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sampled.stdout.startswith("the") and len(sampled.stdout.rstrip("\n")) >= 50
 
@@ -150,9 +175,17 @@ def test_training_steps_do_no_host_sync(tmp_path, trainer):
     added through Hydra): a host sync anywhere in those steps (the project's hooks included) fails the run.
     Logging, validation and checkpoints, which read values to the host on purpose, fall outside the window."""
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-    run = tiny_run(tmp_path, f"trainer={trainer}", "trainer.max_steps=20", "trainer.val_check_interval=20",
-                   "trainer.log_every_n_steps=20", "+callbacks.sync_guard._target_=sync_guard.SyncGuard",
-                   "+callbacks.sync_guard.first=3", "+callbacks.sync_guard.last=12", env=env)
+    run = tiny_run(
+        tmp_path,
+        f"trainer={trainer}",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=20",
+        "trainer.log_every_n_steps=20",
+        "+callbacks.sync_guard._target_=sync_guard.SyncGuard",
+        "+callbacks.sync_guard.first=3",
+        "+callbacks.sync_guard.last=12",
+        env=env,
+    )
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 20
     assert (run / "sync_guard.json").is_file()  # the guard was armed over every step of its window
     assert json.loads((run / "sync_guard.json").read_text()) == {"guarded_steps": list(range(3, 13))}

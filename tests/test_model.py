@@ -24,7 +24,9 @@ def test_output_shapes(cell, num_layers):
 @pytest.mark.parametrize("input", ["onehot", "embedding"])
 def test_one_hot_and_indices_agree(input):
     torch.manual_seed(0)
-    model = CharRNN(vocab_size=6, hidden_size=8, cell="lstm", input=input, embed_dim=4 if input == "embedding" else None)
+    model = CharRNN(
+        vocab_size=6, hidden_size=8, cell="lstm", input=input, embed_dim=4 if input == "embedding" else None
+    )
     idx = torch.randint(0, 6, (2, 9))
     from_idx, _ = model(idx)
     from_onehot, _ = model(torch.nn.functional.one_hot(idx, 6).float())

@@ -26,9 +26,18 @@ pytestmark = pytest.mark.slow
 MAX_STEPS = 12
 # Plain values on the command line fix a param of hparams_search/optuna.yaml; a sweep replaces its range.
 SEARCH = [
-    "-m", "hparams_search=optuna", "data=text", "model.hidden_size=16", "model.cell=rnn", "data.seq_len=16",
-    "data.batch_size=4", "trainer.val_check_interval=3", "trainer.log_every_n_steps=3",
-    "trainer.enable_progress_bar=false", "sample.length=20", "hydra.sweeper.study_name=tiny",
+    "-m",
+    "hparams_search=optuna",
+    "data=text",
+    "model.hidden_size=16",
+    "model.cell=rnn",
+    "data.seq_len=16",
+    "data.batch_size=4",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=3",
+    "trainer.enable_progress_bar=false",
+    "sample.length=20",
+    "hydra.sweeper.study_name=tiny",
     "hydra.sweeper.sampler.seed=0",
 ]
 LR = "optim.lr=tag(log, interval(1e-4, 0.1))"
@@ -37,11 +46,16 @@ LR = "optim.lr=tag(log, interval(1e-4, 0.1))"
 def search_args(root: Path, *more: str) -> list[str]:
     corpus = root / "tiny.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
-    return [*SEARCH, f"data.path={corpus}", f"hydra.sweeper.storage=sqlite:///{root / 'study.db'}",
-            f"hydra.sweep.dir={root / 'sweep'}", *more]
+    return [
+        *SEARCH,
+        f"data.path={corpus}",
+        f"hydra.sweeper.storage=sqlite:///{root / 'study.db'}",
+        f"hydra.sweep.dir={root / 'sweep'}",
+        *more,
+    ]
 
 
-def load_study(root: Path) -> "optuna.study.Study":
+def load_study(root: Path) -> optuna.study.Study:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{root / 'study.db'}")
 
 
@@ -52,8 +66,14 @@ def run_json(root: Path, trial: int) -> dict:
 def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_path):
     import torch
 
-    args = search_args(tmp_path, LR, f"trainer.max_steps={MAX_STEPS}", "hydra.sweeper.n_trials=12",
-                       "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")
+    args = search_args(
+        tmp_path,
+        LR,
+        f"trainer.max_steps={MAX_STEPS}",
+        "hydra.sweeper.n_trials=12",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+    )
     proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
@@ -90,8 +110,16 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
 
 
 def test_without_a_pruner_every_trial_completes(tmp_path):
-    proc = run_cli(search_args(tmp_path, LR, f"trainer.max_steps={MAX_STEPS}", "hydra.sweeper.n_trials=12",
-                               "hydra/sweeper/pruner=none"), cwd=tmp_path)
+    proc = run_cli(
+        search_args(
+            tmp_path,
+            LR,
+            f"trainer.max_steps={MAX_STEPS}",
+            "hydra.sweeper.n_trials=12",
+            "hydra/sweeper/pruner=none",
+        ),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 12
@@ -99,17 +127,25 @@ def test_without_a_pruner_every_trial_completes(tmp_path):
 
 
 def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(tmp_path):
-    args = search_args(tmp_path, LR, "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
-                       "trainer.max_steps=60", "trainer.val_check_interval=30")
+    args = search_args(
+        tmp_path,
+        LR,
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/pruner=none",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=30",
+    )
     exe = Path(sys.executable).parent / "charrnn-train"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                 env=env)
+        first = subprocess.Popen(
+            [str(exe), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.time() + 240
         while not (tmp_path / "sweep" / "1" / "run.json").is_file():  # trial 1 is under way
-            assert first.poll() is None and time.time() < deadline, \
-                (tmp_path / "first.log").read_text()[-3000:]
+            assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[
+                -3000:
+            ]
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -135,10 +171,20 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     for steps in (long_steps, short_steps, short_steps, short_steps, short_steps):
         study.enqueue_trial({"trainer.max_steps": steps})
     started = datetime.now().astimezone()
-    proc = run_cli(search_args(tmp_path, "hydra.sweeper.n_trials=5", "hydra/sweeper/pruner=none",
-                               f"hydra.sweeper.storage={storage}", "hydra/launcher=parallel",
-                               "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "optim.lr=0.003",
-                               f"trainer.max_steps=choice({short_steps},{long_steps})"), cwd=tmp_path)
+    proc = run_cli(
+        search_args(
+            tmp_path,
+            "hydra.sweeper.n_trials=5",
+            "hydra/sweeper/pruner=none",
+            f"hydra.sweeper.storage={storage}",
+            "hydra/launcher=parallel",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "optim.lr=0.003",
+            f"trainer.max_steps=choice({short_steps},{long_steps})",
+        ),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = optuna.load_study(study_name="tiny", storage=open_storage(storage)).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
@@ -146,8 +192,13 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     # every third step, and the last (Lightning validates when max_steps ends the run)
     assert sorted(trials[0].intermediate_values) == sorted({*range(3, long_steps + 1, 3), long_steps})
     assert all(sorted(t.intermediate_values) == [3] for t in trials[1:])
-    span = {n: (datetime.fromisoformat(run_json(tmp_path, n)["started"]),
-                datetime.fromisoformat(run_json(tmp_path, n)["ended"])) for n in range(5)}
+    span = {
+        n: (
+            datetime.fromisoformat(run_json(tmp_path, n)["started"]),
+            datetime.fromisoformat(run_json(tmp_path, n)["ended"]),
+        )
+        for n in range(5)
+    }
     assert run_json(tmp_path, 0)["global_step"] == long_steps
     startup = max(span[0][0], span[1][0]) - started  # cold: a worker process, imports, Hydra, data
     long_start, long_end = span[0]

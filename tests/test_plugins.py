@@ -22,7 +22,9 @@ def test_hydra_discovers_the_slurm_launcher_that_slurm_yaml_names():
 
     assert issubclass(found[SLURM_LAUNCHER], SubmititSlurmLauncher)
     conf = yaml.safe_load((REPO / "conf" / "hydra" / "launcher" / "slurm.yaml").read_text())
-    assert conf["launcher"]["_target_"] == SLURM_LAUNCHER and "callbacks" not in conf  # no registering callback
+    assert (
+        conf["launcher"]["_target_"] == SLURM_LAUNCHER and "callbacks" not in conf
+    )  # no registering callback
 
 
 def test_the_plugin_scan_stays_light():

@@ -20,7 +20,9 @@ def test_resume_of_a_run_on_a_read_only_file_system_is_one_sentence(tmp_path, co
     if bound.returncode != 0:
         pytest.skip(f"cannot bind-mount here (needs root): {bound.stderr.strip()}")
     try:
-        remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(run)], capture_output=True, text=True)
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(run)], capture_output=True, text=True
+        )
         assert remounted.returncode == 0, remounted.stderr
         proc = run_cli([f"resume={run}", "trainer.max_steps=20"], cwd=tmp_path)
     finally:

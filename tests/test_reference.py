@@ -129,7 +129,9 @@ def test_onehot_and_index_inputs_agree(seed):
     x, y, h0 = random_batch(rng, vocab, hidden, seq, batch)
     by_index = ref.forward(params, x, y, h0)
     by_onehot = ref.forward(params, ref.one_hot(x, vocab), y, h0)
-    assert rel(by_index.logits, by_onehot.logits) < 1e-14 and by_index.loss == pytest.approx(by_onehot.loss, rel=1e-14)
+    assert rel(by_index.logits, by_onehot.logits) < 1e-14 and by_index.loss == pytest.approx(
+        by_onehot.loss, rel=1e-14
+    )
     model = CharRNN.from_reference(params)
     logits, _ = model(torch.as_tensor(ref.one_hot(x, vocab)), torch.as_tensor(h0[None]))
     assert rel(by_onehot.logits, logits.detach().numpy()) < 1e-10, why(seed)
@@ -170,14 +172,17 @@ def test_bptt_against_central_differences(seed, vocab, hidden, seq, batch):
     eps, worst = 1e-3, (0.0, "")
     for name, array, analytic in [*((k, params[k], grads[k]) for k in ref.PARAM_NAMES), ("h0", h0, dh0)]:
         for i in np.ndindex(array.shape):
-            def loss_at(delta: float) -> float:
+
+            def loss_at(delta: float, array=array, i=i) -> float:
                 old = array[i]
                 array[i] = old + delta
                 value = ref.forward(params, x, y, h0).loss
                 array[i] = old
                 return value
 
-            numeric = (8 * (loss_at(eps) - loss_at(-eps)) - (loss_at(2 * eps) - loss_at(-2 * eps))) / (12 * eps)
+            numeric = (8 * (loss_at(eps) - loss_at(-eps)) - (loss_at(2 * eps) - loss_at(-2 * eps))) / (
+                12 * eps
+            )
             err = abs(analytic[i] - numeric) / max(abs(analytic[i]) + abs(numeric), 1e-6)
             if err > worst[0]:
                 worst = (err, f"{name}{list(i)}: analytic {analytic[i]:.6e}, numeric {numeric:.6e}")
@@ -195,7 +200,10 @@ def corpus_batches(rng: np.random.Generator, vocab: int, seq: int, batch: int, n
     text[noise] = rng.integers(0, vocab, noise.sum())
     for _ in range(n):
         starts = rng.integers(0, text.size - seq - 1, batch)
-        yield (np.stack([text[s : s + seq] for s in starts]), np.stack([text[s + 1 : s + seq + 1] for s in starts]))
+        yield (
+            np.stack([text[s : s + seq] for s in starts]),
+            np.stack([text[s + 1 : s + seq + 1] for s in starts]),
+        )
 
 
 def test_numpy_trained_model_gives_same_loss_in_torch(seed):
@@ -246,7 +254,9 @@ def test_torch_trained_model_gives_same_loss_in_numpy(seed):
         loss = F.cross_entropy(logits.reshape(-1, vocab), torch.as_tensor(y).reshape(-1)).item()
     fwd = ref.forward(params, x, y, h0)
     assert abs(fwd.loss - loss) / loss < 1e-10, why(seed)
-    assert rel(fwd.logits, logits.numpy()) < 1e-10 and rel(fwd.hs[:, -1], h_last[0].numpy()) < 1e-10, why(seed)
+    assert rel(fwd.logits, logits.numpy()) < 1e-10 and rel(fwd.hs[:, -1], h_last[0].numpy()) < 1e-10, why(
+        seed
+    )
 
 
 def test_reference_round_trips_through_charrnn(seed):
@@ -267,7 +277,11 @@ def test_reference_round_trips_through_charrnn(seed):
 def test_init_params_follow_min_char_rnn(seed):
     params = ref.init_params(4, 100, np.random.default_rng(seed))
     assert {k: v.shape for k, v in params.items()} == {
-        "Wxh": (100, 4), "Whh": (100, 100), "Why": (4, 100), "bh": (100,), "by": (4,)
+        "Wxh": (100, 4),
+        "Whh": (100, 100),
+        "Why": (4, 100),
+        "bh": (100,),
+        "by": (4,),
     }
     assert all(v.dtype == np.float64 for v in params.values())
     assert not params["bh"].any() and not params["by"].any()
@@ -355,7 +369,10 @@ def test_low_temperature_sampling_follows_the_argmax(seed):
 def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "numpy_rnn.py"), *args],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
 
 

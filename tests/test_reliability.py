@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from charrnn.cli.rundir import load_run, read_checkpoint
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
-from charrnn.cli.rundir import load_run, read_checkpoint
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,11 @@ pytestmark = pytest.mark.slow
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``: proof that nothing was touched."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def write_evil_checkpoint(path: Path, marker: Path) -> None:
@@ -57,7 +60,10 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     last = (files["run"] / "checkpoints" / "last.ckpt").read_bytes()
     (root / "truncated.ckpt").write_bytes(last[: len(last) // 2])
     write_evil_checkpoint(root / "evil.ckpt", root / "PWNED")
-    for key, name, text in (("BAD_CONFIG", ".hydra/config.yaml", "model: [unclosed\n  : :"), ("BAD_RECORD", "run.json", '{"status": "runn')):
+    for key, name, text in (
+        ("BAD_CONFIG", ".hydra/config.yaml", "model: [unclosed\n  : :"),
+        ("BAD_RECORD", "run.json", '{"status": "runn'),
+    ):
         files[key] = root / key.lower()
         shutil.copytree(files["run"], files[key])
         (files[key] / name).write_text(text)
@@ -116,9 +122,16 @@ BAD_INPUTS = [
     ("resume: damaged run.json", ["resume=BAD_RECORD"], ["damaged", "run.json"]),
     ("embed_dim without embedding", ["model.embed_dim=32"], ["model.embed_dim=32", "model.input=embedding"]),
     ("embed_dim 0", ["model.input=embedding", "model.embed_dim=0"], ["model.embed_dim", "at least 1"]),
-    ("early stopping on a metric never logged", ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/nope"],
-     ["callbacks.early_stopping.monitor='val/nope'", "val/bpc"]),
-    ("Lightning refuses a value", ["trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=null"], ["Trainer refused", "check_val_every_n_epoch"]),
+    (
+        "early stopping on a metric never logged",
+        ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/nope"],
+        ["callbacks.early_stopping.monitor='val/nope'", "val/bpc"],
+    ),
+    (
+        "Lightning refuses a value",
+        ["trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=null"],
+        ["Trainer refused", "check_val_every_n_epoch"],
+    ),
 ]
 
 
@@ -130,15 +143,23 @@ SUBPROCESS_CASES = STORAGE_CASES | {"missing corpus"}
 
 def bad_input_args(workspace: dict[str, Path], overrides: list[str]) -> list[str]:
     root, run = workspace["root"], workspace["run"]
-    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o.replace("@/", f"{root}/") for o in overrides]
-    args = [f"resume={workspace[a.split('=')[1]]}" if a in ("resume=BAD_CONFIG", "resume=BAD_RECORD") else a for a in args]
+    args = [
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" if o == "RUN_LAST" else o.replace("@/", f"{root}/")
+        for o in overrides
+    ]
+    args = [
+        f"resume={workspace[a.split('=')[1]]}" if a in ("resume=BAD_CONFIG", "resume=BAD_RECORD") else a
+        for a in args
+    ]
     if not any(a.startswith(("data=", "resume=")) for a in args):
         args = data(str(workspace["corpus"].name)) + args
         args = [a.replace("@/", f"{root}/") for a in args]
     return [*TINY_RUN, *args]
 
 
-def without_resume_records(files: dict[str, str]) -> dict[str, str]:  # a refused resume adds only its own .hydra/resume-<id>/
+def without_resume_records(
+    files: dict[str, str],
+) -> dict[str, str]:  # a refused resume adds only its own .hydra/resume-<id>/
     return {k: v for k, v in files.items() if not k.startswith(".hydra/resume-")}
 
 
@@ -165,7 +186,9 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words, tmp_
             train_in_process(args, out)
         message = str(refused.value)
         assert "\n" not in message
-        assert not (out / "tensorboard").exists() and not (out / "checkpoints").exists()  # no training work began
+        assert (
+            not (out / "tensorboard").exists() and not (out / "checkpoints").exists()
+        )  # no training work began
         if (out / "run.json").exists():  # refused once the corpus was read: the record says so
             assert json.loads((out / "run.json").read_text())["status"] == "failed"
     for word in words:
@@ -177,11 +200,19 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words, tmp_
     assert not (root / "PWNED").exists()
 
 
-@pytest.mark.parametrize("override,words", [("model.hiden_size=3", ["model.hiden_size", "not in struct"]), ("model=grux", ["model/grux", "gru, lstm, rnn"])])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("model.hiden_size=3", ["model.hiden_size", "not in struct"]),
+        ("model=grux", ["model/grux", "gru, lstm, rnn"]),
+    ],
+)
 def test_hydra_config_errors_are_one_line(workspace, override, words):
     proc = run_cli([override], cwd=workspace["root"])
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), (
+        proc.stderr
+    )
     assert all(w in lines[0] for w in words) and "HYDRA_FULL_ERROR" not in lines[0]
 
 
@@ -205,14 +236,26 @@ def test_unsafe_checkpoint_is_never_unpickled(workspace):
 
 def test_diverging_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, corpus):
     args = [
-        "data=text", f"data.path={corpus}", "model=rnn", "model.hidden_size=16", "trainer.max_steps=60",
-        "trainer.val_check_interval=2", "optim=sgd", "optim.momentum=0", "optim.lr=1e35", "scheduler=cosine",
-        "scheduler.warmup_steps=20", "trainer.gradient_clip_val=null", "trainer.enable_progress_bar=false",
+        "data=text",
+        f"data.path={corpus}",
+        "model=rnn",
+        "model.hidden_size=16",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=2",
+        "optim=sgd",
+        "optim.momentum=0",
+        "optim.lr=1e35",
+        "scheduler=cosine",
+        "scheduler.warmup_steps=20",
+        "trainer.gradient_clip_val=null",
+        "trainer.enable_progress_bar=false",
     ]
     proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert "training loss became" in lines[-1] and " at step " in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert (
+        "training loss became" in lines[-1] and " at step " in lines[-1] and "Traceback" not in proc.stderr
+    ), proc.stderr[-2000:]
     run = only_run_dir(tmp_path)
     last = load_run(run / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in last.model.parameters())
@@ -237,7 +280,12 @@ def test_checkpoint_write_is_atomic(tmp_path):
 def test_runs_started_together_get_their_own_directories(tmp_path, corpus):
     args = ["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=2"]
     exe = Path(sys.executable).parent / "charrnn-train"
-    procs = [subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     runs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)

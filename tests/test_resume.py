@@ -21,10 +21,21 @@ pytestmark = pytest.mark.slow
 # Mid-epoch checkpoints (validation every 7 batches of an epoch; an epoch has 49 batches), a 2-layer
 # LSTM with dropout, 2.4 epochs: kill points fall in every epoch, mid-epoch and at epoch ends.
 MID_EPOCH_RUN = [
-    "model.hidden_size=16", "model.num_layers=2", "model.dropout=0.1", "data.seq_len=16", "data.batch_size=8",
-    "trainer.max_steps=120", "trainer.val_check_interval=7", "trainer.enable_progress_bar=false", "sample.length=10",
+    "model.hidden_size=16",
+    "model.num_layers=2",
+    "model.dropout=0.1",
+    "data.seq_len=16",
+    "data.batch_size=8",
+    "trainer.max_steps=120",
+    "trainer.val_check_interval=7",
+    "trainer.enable_progress_bar=false",
+    "sample.length=10",
 ]
-EXIT_CODES = {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
+EXIT_CODES = {
+    signal.SIGKILL: -signal.SIGKILL,
+    signal.SIGTERM: 128 + signal.SIGTERM,
+    signal.SIGINT: 128 + signal.SIGINT,
+}
 
 
 def final_metrics(run: Path) -> dict:
@@ -35,18 +46,32 @@ def final_metrics(run: Path) -> dict:
 def lr_curve(run: Path) -> dict[int, float]:
     from conftest import read_scalars
 
-    return dict(read_scalars(run / "tensorboard")["lr-Adam"])  # by step: a resumed stretch rewrites the same steps
+    return dict(
+        read_scalars(run / "tensorboard")["lr-Adam"]
+    )  # by step: a resumed stretch rewrites the same steps
 
 
-def kill_and_resume(args: list[str], cwd: Path, sig: signal.Signals, delay: float) -> tuple[Path, subprocess.CompletedProcess]:
+def kill_and_resume(
+    args: list[str], cwd: Path, sig: signal.Signals, delay: float
+) -> tuple[Path, subprocess.CompletedProcess]:
     """Start a run, send ``sig`` ``delay`` s after its first checkpoint (SIGKILL) or the start of fit, resume it."""
     exe = Path(sys.executable).parent / "charrnn-train"
     cwd.mkdir()
-    child = subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    child = subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     deadline = time.time() + 120
     # SIGKILL needs a checkpoint to resume from; SIGTERM and SIGINT may come as soon as fit started.
-    ready = "outputs/runs/*/*/checkpoints/last.ckpt" if sig == signal.SIGKILL else "outputs/runs/*/*/tensorboard/events.*"
+    ready = (
+        "outputs/runs/*/*/checkpoints/last.ckpt"
+        if sig == signal.SIGKILL
+        else "outputs/runs/*/*/tensorboard/events.*"
+    )
     while not list(cwd.glob(ready)) and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(delay)
@@ -65,7 +90,10 @@ def kill_and_resume(args: list[str], cwd: Path, sig: signal.Signals, delay: floa
     return run, resumed
 
 
-@pytest.mark.parametrize("batching,signals", [("stateful", [signal.SIGTERM, signal.SIGKILL]), ("random", [signal.SIGINT, signal.SIGKILL])])
+@pytest.mark.parametrize(
+    "batching,signals",
+    [("stateful", [signal.SIGTERM, signal.SIGKILL]), ("random", [signal.SIGINT, signal.SIGKILL])],
+)
 def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, batching, signals):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
@@ -74,7 +102,11 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
     proc = run_cli(args, cwd=tmp_path / "straight")
     assert proc.returncode == 0, proc.stderr[-2000:]
     straight = only_run_dir(tmp_path / "straight")
-    expected, expected_lr, expected_history = final_metrics(straight), lr_curve(straight), tensorboard_history(straight)
+    expected, expected_lr, expected_history = (
+        final_metrics(straight),
+        lr_curve(straight),
+        tensorboard_history(straight),
+    )
     window = 0.8 * json.loads((straight / "metrics.json").read_text())["fit_seconds"]
     rng = random.Random()
     tally = []
@@ -86,25 +118,48 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
         same = final_metrics(run) == expected and tensorboard_history(run) == expected_history
         tally.append((sig.name, round(delay, 2), same))
         assert final_metrics(run) == expected, f"{sig.name} after {delay:.2f}s"
-        assert lr_curve(run) == expected_lr, f"{sig.name} after {delay:.2f}s: the learning rate did not continue"
-        assert tensorboard_history(run) == expected_history, f"{sig.name} after {delay:.2f}s: TensorBoard differs"
+        assert lr_curve(run) == expected_lr, (
+            f"{sig.name} after {delay:.2f}s: the learning rate did not continue"
+        )
+        assert tensorboard_history(run) == expected_history, (
+            f"{sig.name} after {delay:.2f}s: TensorBoard differs"
+        )
     assert tally, "every run finished before it could be stopped"
     print(f"\n{batching}: {sum(s for *_, s in tally)}/{len(tally)} identical: {tally}")
 
 
 # Validation every 30 batches (mid-epoch checkpoints in all three epochs of 49 batches), or at epoch ends.
-SHAPES = {"mid-epoch": (["trainer.val_check_interval=30"], [30, 60, 90, 120]),
-          "epoch ends": (["trainer.max_steps=-1", "trainer.max_epochs=3", "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1"], [49, 98, 147])}
+SHAPES = {
+    "mid-epoch": (["trainer.val_check_interval=30"], [30, 60, 90, 120]),
+    "epoch ends": (
+        [
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=3",
+            "trainer.val_check_interval=1.0",
+            "trainer.check_val_every_n_epoch=1",
+        ],
+        [49, 98, 147],
+    ),
+}
 
 
-@pytest.mark.parametrize("batching,shape", [("stateful", "mid-epoch"), ("random", "mid-epoch"), ("stateful", "epoch ends")])
+@pytest.mark.parametrize(
+    "batching,shape", [("stateful", "mid-epoch"), ("random", "mid-epoch"), ("stateful", "epoch ends")]
+)
 def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching, shape):
     """Every state a kill can leave behind, deterministically: the run keeps each checkpoint it saves,
     and a copy of the run resumed from each equals the whole run (scripts/resume_check.py: more shapes)."""
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
     extra, steps = SHAPES[shape]
-    args = ["data=text", f"data.path={corpus}", f"data.batching={batching}", *MID_EPOCH_RUN, *extra, "callbacks.model_checkpoint.save_top_k=-1"]
+    args = [
+        "data=text",
+        f"data.path={corpus}",
+        f"data.batching={batching}",
+        *MID_EPOCH_RUN,
+        *extra,
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
     proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = only_run_dir(tmp_path)
@@ -135,7 +190,9 @@ def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching,
 def finished_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
-    proc = run_cli(["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=14", *extra], cwd=tmp_path)
+    proc = run_cli(
+        ["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=14", *extra], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return only_run_dir(tmp_path), corpus
 
@@ -143,15 +200,23 @@ def finished_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
 def test_a_second_resume_of_a_training_run_is_refused(tmp_path):
     run, _ = finished_run(tmp_path)
     exe = Path(sys.executable).parent / "charrnn-train"
-    first = subprocess.Popen([str(exe), f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [str(exe), f"resume={run}", "trainer.max_steps=100000"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
-        while json.loads((run / "run.json").read_text()).get("status") != "running" and time.time() < deadline:
+        while (
+            json.loads((run / "run.json").read_text()).get("status") != "running" and time.time() < deadline
+        ):
             time.sleep(0.1)
         second = run_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path)
         lines = second.stderr.strip().splitlines()
-        assert second.returncode == 2 and len(lines) == 1 and "being trained by another process" in lines[0], second.stderr[-2000:]
+        assert (
+            second.returncode == 2 and len(lines) == 1 and "being trained by another process" in lines[0]
+        ), second.stderr[-2000:]
     finally:
         first.send_signal(signal.SIGKILL)  # a crash frees the lock
         first.wait()
@@ -165,7 +230,9 @@ def test_resuming_onto_a_changed_corpus_needs_consent(tmp_path):
     lines = TINY_TEXT.splitlines(keepends=True)
     corpus.write_text("".join(lines[1:] + lines[:1]))  # the same characters, another text
     refused = run_cli([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
-    assert refused.returncode == 2 and old in refused.stderr and "allow_corpus_change=true" in refused.stderr, refused.stderr[-2000:]
+    assert (
+        refused.returncode == 2 and old in refused.stderr and "allow_corpus_change=true" in refused.stderr
+    ), refused.stderr[-2000:]
     assert len(refused.stderr.strip().splitlines()) == 1
     allowed = run_cli([f"resume={run}", "trainer.max_steps=21", "allow_corpus_change=true"], cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
@@ -174,8 +241,17 @@ def test_resuming_onto_a_changed_corpus_needs_consent(tmp_path):
 def test_a_resumed_time_budget_continues_its_learning_rate_to_the_floor(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
-    args = ["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=-1", "trainer.max_time=00:00:00:10",
-            "scheduler.max_seconds=10", "scheduler.warmup_steps=0", "scheduler.min_lr_ratio=0.1", "trainer.log_every_n_steps=1"]
+    args = [
+        "data=text",
+        f"data.path={corpus}",
+        *MID_EPOCH_RUN,
+        "trainer.max_steps=-1",
+        "trainer.max_time=00:00:00:10",
+        "scheduler.max_seconds=10",
+        "scheduler.warmup_steps=0",
+        "scheduler.min_lr_ratio=0.1",
+        "trainer.log_every_n_steps=1",
+    ]
     run, resumed = kill_and_resume(args, tmp_path / "budget", signal.SIGTERM, 3.0)
     assert resumed is not None, "the run ended before the stop"
     curve = sorted(lr_curve(run).items())
@@ -190,10 +266,21 @@ def test_a_sigterm_ends_a_sweep_non_zero_and_records_the_stop(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TINY_TEXT)
     exe = Path(sys.executable).parent / "charrnn-train"
-    args = ["-m", "data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=100000", "optim.lr=1e-3,3e-3"]
-    child = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = [
+        "-m",
+        "data=text",
+        f"data.path={corpus}",
+        *MID_EPOCH_RUN,
+        "trainer.max_steps=100000",
+        "optim.lr=1e-3,3e-3",
+    ]
+    child = subprocess.Popen(
+        [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
-    while not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline:
+    while (
+        not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline
+    ):
         time.sleep(0.05)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)

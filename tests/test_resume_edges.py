@@ -30,9 +30,16 @@ from conftest import TINY_TEXT, only_run_dir, run_cli, tensorboard_history
 
 # A 2-layer LSTM with dropout; an epoch has 49 batches of 8 x 16; validation every 10 steps.
 SMALL_RUN = [
-    "model.hidden_size=16", "model.num_layers=2", "model.dropout=0.1", "data.seq_len=16", "data.batch_size=8",
-    "trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5",
-    "trainer.enable_progress_bar=false", "sample.length=10",
+    "model.hidden_size=16",
+    "model.num_layers=2",
+    "model.dropout=0.1",
+    "data.seq_len=16",
+    "data.batch_size=8",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=10",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "sample.length=10",
 ]
 
 
@@ -57,7 +64,10 @@ class AtStep(Callback):
 
 def compose_run(out: Path, corpus: Path, *overrides: str) -> Any:
     with initialize_config_module("charrnn.conf", version_base="1.3"):
-        return compose("train", overrides=["data=text", f"data.path={corpus}", f"output_dir={out}", *SMALL_RUN, *overrides])
+        return compose(
+            "train",
+            overrides=["data=text", f"data.path={corpus}", f"output_dir={out}", *SMALL_RUN, *overrides],
+        )
 
 
 def fit(cfg: Any, resume: bool = False, at: AtStep | None = None) -> tuple[L.Trainer, Stopped | Crash | None]:
@@ -67,7 +77,9 @@ def fit(cfg: Any, resume: bool = False, at: AtStep | None = None) -> tuple[L.Tra
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model, vocab_size=len(datamodule.vocab))
-    module = instantiate(cfg.module, model=model, vocab=datamodule.vocab, stateful=datamodule.batching == "stateful")
+    module = instantiate(
+        cfg.module, model=model, vocab=datamodule.vocab, stateful=datamodule.batching == "stateful"
+    )
     purge = {"purge_step": int(read_checkpoint(ckpt_path)["global_step"])} if resume else {}
     logger = instantiate(cfg.logger.tensorboard, **purge)
     stopper = StopOnSignal()
@@ -106,7 +118,9 @@ def test_last_ckpt_follows_a_stop_before_any_validation_then_a_kill(tmp_path, te
     out = tmp_path / "run"
     _, stop = fit(compose_run(out, text), at=AtStep(3, signal.SIGTERM))
     assert isinstance(stop, Stopped) and last_step(out) == stop.step < 10
-    _, crash = fit(compose_run(out, text), resume=True, at=AtStep(25))  # validations at 10 and 20, then a kill
+    _, crash = fit(
+        compose_run(out, text), resume=True, at=AtStep(25)
+    )  # validations at 10 and 20, then a kill
     assert isinstance(crash, Crash)
     assert last_step(out) == 20, "last.ckpt did not follow the validations after the stop"
     assert not [name for name in checkpoint_files(out) if "-v" in name], checkpoint_files(out)
@@ -118,7 +132,9 @@ def test_last_ckpt_follows_a_stop_before_any_validation_then_a_kill(tmp_path, te
 def test_last_ckpt_is_written_at_a_validation_that_did_not_improve(tmp_path, text):
     """A kill after a validation without a new best resumes from that validation, not from the best one."""
     out = tmp_path / "run"
-    _, crash = fit(compose_run(out, text, "optim.lr=1e-12"), at=AtStep(25))  # no validation improves on the first
+    _, crash = fit(
+        compose_run(out, text, "optim.lr=1e-12"), at=AtStep(25)
+    )  # no validation improves on the first
     assert isinstance(crash, Crash)
     assert checkpoint_files(out) == ["best-step000010.ckpt", "last.ckpt"] and last_step(out) == 20
 
@@ -146,18 +162,36 @@ def test_a_moved_then_copied_run_dir_resumes_in_place(tmp_path, text):
         again = run_cli([f"resume={copy}", f"trainer.max_steps={steps}"], cwd=tmp_path)
         assert again.returncode == 0, again.stderr[-2000:]
         metrics = json.loads((copy / "metrics.json").read_text())
-        assert metrics["global_step"] == steps and metrics["train_chars"] == 10 * 8 * 16, "it retrained old steps"
-        assert Path(metrics["best_checkpoint"]).parent == copy / "checkpoints" and Path(metrics["best_checkpoint"]).is_file()
+        assert metrics["global_step"] == steps and metrics["train_chars"] == 10 * 8 * 16, (
+            "it retrained old steps"
+        )
+        assert (
+            Path(metrics["best_checkpoint"]).parent == copy / "checkpoints"
+            and Path(metrics["best_checkpoint"]).is_file()
+        )
         assert last_step(copy) == steps
         assert not [name for name in checkpoint_files(copy) if "-v" in name], checkpoint_files(copy)
-    assert {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()} == before, "the copy wrote into the original"
-    assert [step for step, _ in tensorboard_history(copy)["val/bpc"]] == [9, 19, 29, 39, 49]  # step s logs as s - 1
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()} == before, (
+        "the copy wrote into the original"
+    )
+    assert [step for step, _ in tensorboard_history(copy)["val/bpc"]] == [
+        9,
+        19,
+        29,
+        39,
+        49,
+    ]  # step s logs as s - 1
 
 
 def outcome(trainer: L.Trainer, out: Path) -> tuple[Any, ...]:
     """What a run ends with: its step, final validation, best score and TensorBoard history."""
     val = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return trainer.global_step, val, float(trainer.checkpoint_callback.best_model_score), tensorboard_history(out)
+    return (
+        trainer.global_step,
+        val,
+        float(trainer.checkpoint_callback.best_model_score),
+        tensorboard_history(out),
+    )
 
 
 @pytest.mark.parametrize("batching,saved", [("stateful", 46), ("random", 45)])
@@ -166,7 +200,12 @@ def test_gradient_accumulation_trains_every_epoch_and_resumes_exactly(tmp_path, 
     Stateful: 49 batches an epoch (25 steps, the last of one batch), so from the 2nd epoch on validation
     comes mid-step and is saved at the step's end (the one after batch 90: step 46). Random: 48 (24 steps)."""
     # max_time: the defect this tests made training loop forever without a step (it ends fit, then the asserts fail).
-    args = [f"data.batching={batching}", "+trainer.accumulate_grad_batches=2", "trainer.max_steps=60", "trainer.max_time=00:00:05:00"]
+    args = [
+        f"data.batching={batching}",
+        "+trainer.accumulate_grad_batches=2",
+        "trainer.max_steps=60",
+        "trainer.max_time=00:00:05:00",
+    ]
     trainer, ended = fit(compose_run(tmp_path / "straight", text, *args))
     assert ended is None and trainer.global_step == 60
     assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "straight")
@@ -182,7 +221,9 @@ def test_gradient_accumulation_trains_every_epoch_and_resumes_exactly(tmp_path, 
 
 def test_epochs_entered_counts_limited_epochs(tmp_path, text):
     """Issue 15 item 9: metrics.json's epochs with trainer.limit_train_batches (10 of 49 batches an epoch)."""
-    trainer, _ = fit(compose_run(tmp_path / "run", text, "+trainer.limit_train_batches=10", "trainer.max_steps=25"))
+    trainer, _ = fit(
+        compose_run(tmp_path / "run", text, "+trainer.limit_train_batches=10", "trainer.max_steps=25")
+    )
     assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "run")
 
 
@@ -209,7 +250,10 @@ def test_a_mid_epoch_resume_refuses_another_shape_naming_the_key(tmp_path, text,
     _, stop = fit(compose_run(out, text), at=AtStep(13, signal.SIGTERM))
     assert isinstance(stop, Stopped)
     key, _, value = change.partition("=")
-    with pytest.raises(UserError, match=rf"saved mid-epoch .* with {key}=\S+, and this resume has {key}={value}: .*resume with {key}="):
+    with pytest.raises(
+        UserError,
+        match=rf"saved mid-epoch .* with {key}=\S+, and this resume has {key}={value}: .*resume with {key}=",
+    ):
         fit(compose_run(out, text, change), resume=True)
     assert last_step(out) == stop.step  # nothing trained, nothing overwritten
 
@@ -220,7 +264,9 @@ def test_a_resume_at_an_epoch_end_may_change_the_batch_size_and_reads_the_next_e
     trainer, ended = fit(compose_run(out, text, "data.batch_size=4", "trainer.max_steps=146"), resume=True)
     sampler = trainer.datamodule.train_sampler
     assert ended is None and sampler.epoch_batches() == 97  # 97 batches of 4: step 146 ends the 2nd epoch
-    assert sampler.position() == {"epoch": 1, "batches": 97}, "the 2nd epoch did not read the split from its start"
+    assert sampler.position() == {"epoch": 1, "batches": 97}, (
+        "the 2nd epoch did not read the split from its start"
+    )
 
 
 def test_a_stop_and_a_mid_epoch_resume_print_no_misleading_lightning_lines(tmp_path, text, caplog, recwarn):

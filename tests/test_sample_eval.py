@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from charrnn.cli.rundir import load_run
 from charrnn.core.generate import Stepper, generate, pick
 from charrnn.core.model import CharRNN
-from charrnn.cli.rundir import load_run
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 
 PERIODIC_TEXT = "hello world\n" * 200
@@ -78,11 +78,23 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     (root / "tiny" / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     (root / "periodic.txt").write_text(PERIODIC_TEXT, encoding="utf-8")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        tiny = pool.submit(run_cli, ["data=text", "data.path=tiny.txt", *TINY_RUN], root / "tiny", env=ONE_THREAD)  # relative path, as users write it
-        periodic = pool.submit(run_cli, ["data=text", f"data.path={root / 'periodic.txt'}", *PERIODIC_RUN], root / "periodic", env=ONE_THREAD)
+        tiny = pool.submit(
+            run_cli, ["data=text", "data.path=tiny.txt", *TINY_RUN], root / "tiny", env=ONE_THREAD
+        )  # relative path, as users write it
+        periodic = pool.submit(
+            run_cli,
+            ["data=text", f"data.path={root / 'periodic.txt'}", *PERIODIC_RUN],
+            root / "periodic",
+            env=ONE_THREAD,
+        )
         for proc in (tiny.result(), periodic.result()):
             assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"root": root, "tiny": only_run_dir(root / "tiny"), "periodic": only_run_dir(root / "periodic"), "periodic_text": root / "periodic.txt"}
+    return {
+        "root": root,
+        "tiny": only_run_dir(root / "tiny"),
+        "periodic": only_run_dir(root / "periodic"),
+        "periodic_text": root / "periodic.txt",
+    }
 
 
 # --- in-process: the generator's maths -------------------------------------------------------
@@ -94,7 +106,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_stepper_matches_the_full_forward(cell, num_layers, input):
     """Step-by-step logits equal ``model(x)``'s: the O(1)-per-character generator computes the same model."""
     torch.manual_seed(0)
-    model = CharRNN(11, 24, num_layers=num_layers, cell=cell, input=input, embed_dim=7 if input == "embedding" else None).eval()
+    model = CharRNN(
+        11, 24, num_layers=num_layers, cell=cell, input=input, embed_dim=7 if input == "embedding" else None
+    ).eval()
     x = torch.randint(0, 11, (3, 20))
     with torch.no_grad():
         expected, _ = model(x)
@@ -131,7 +145,9 @@ def test_evaluate_scores_every_target_once(batch_size, seq_len):
     tokens = torch.randint(0, 6, (301,))
     metrics = evaluate(model, tokens, batch_size, seq_len)
     assert metrics["chars"] == 300
-    assert evaluate(model, tokens, batch_size, seq_len, one_hot=False)["loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+    assert evaluate(model, tokens, batch_size, seq_len, one_hot=False)["loss"] == pytest.approx(
+        metrics["loss"], rel=1e-6
+    )
     if batch_size == 1:  # one stream: exactly the full forward over the sequence
         with torch.no_grad():
             logits, _ = model(tokens[:-1].unsqueeze(0))
@@ -164,7 +180,10 @@ def test_sample_is_deterministic_for_a_seed_and_matches_the_library(runs):
 def test_near_zero_temperature_and_top_k_1_are_greedy(runs):
     cold, top1 = run_many(
         ("charrnn-sample", [str(runs["tiny"]), "prompt=the ", "length=120", "temperature=1e-4", "seed=1"]),
-        ("charrnn-sample", [str(runs["tiny"]), "prompt=the ", "length=120", "top_k=1", "temperature=1.0", "seed=2"]),
+        (
+            "charrnn-sample",
+            [str(runs["tiny"]), "prompt=the ", "length=120", "top_k=1", "temperature=1.0", "seed=2"],
+        ),
         cwd=runs["root"],
     )
     loaded = load_run(runs["tiny"])
@@ -198,7 +217,9 @@ def test_eval_on_the_val_split_reproduces_the_logged_best_val_bpc(runs):
     (proc,) = run_many(("charrnn-eval", [str(runs["tiny"]), "split=val"]), cwd=runs["root"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     *table, last = proc.stdout.strip().splitlines()
-    assert any(line.startswith("bpc") for line in table) and any(line.startswith("perplexity") for line in table)
+    assert any(line.startswith("bpc") for line in table) and any(
+        line.startswith("perplexity") for line in table
+    )
     record = json.loads(last)
     assert {"loss", "bpc", "perplexity", "acc", "chars"} <= set(record)
     best = json.loads((runs["tiny"] / "metrics.json").read_text())["best_val_bpc"]
@@ -267,7 +288,9 @@ def test_bad_and_bare_checkpoints(runs, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
     unsafe = tmp_path / "unsafe.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": subprocess.CompletedProcess(["x"], 0)}, unsafe)
+    torch.save(
+        {"state_dict": {}, "hyper_parameters": {}, "payload": subprocess.CompletedProcess(["x"], 0)}, unsafe
+    )
     bare = tmp_path / "bare.ckpt"  # a checkpoint outside its run directory: no config, so no splits
     shutil.copy(load_run(runs["tiny"]).checkpoint_path, bare)
 
@@ -281,15 +304,27 @@ def test_bad_and_bare_checkpoints(runs, tmp_path, capsys):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (argv, err)
         assert err.startswith(f"{prog}: error: ") and needle in err, err
     # ...while the bare checkpoint still scores a file.
-    code, out, err = call_main(eval_main, [str(bare), f"path={runs['root'] / 'tiny' / 'tiny.txt'}", "--json"], capsys)
+    code, out, err = call_main(
+        eval_main, [str(bare), f"path={runs['root'] / 'tiny' / 'tiny.txt'}", "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["chars"] == len(TINY_TEXT) - 1, err
 
 
 @pytest.mark.slow
 def test_help_prints_usage(tmp_path):
-    sample_help, eval_help = run_many(("charrnn-sample", ["--help"]), ("charrnn-eval", ["--help"]), cwd=tmp_path)
-    assert sample_help.returncode == 0 and "usage: charrnn-sample" in sample_help.stdout and "top_k" in sample_help.stdout
-    assert eval_help.returncode == 0 and "usage: charrnn-eval" in eval_help.stdout and "split=" in eval_help.stdout
+    sample_help, eval_help = run_many(
+        ("charrnn-sample", ["--help"]), ("charrnn-eval", ["--help"]), cwd=tmp_path
+    )
+    assert (
+        sample_help.returncode == 0
+        and "usage: charrnn-sample" in sample_help.stdout
+        and "top_k" in sample_help.stdout
+    )
+    assert (
+        eval_help.returncode == 0
+        and "usage: charrnn-eval" in eval_help.stdout
+        and "split=" in eval_help.stdout
+    )
 
 
 def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, capsys):
@@ -312,7 +347,10 @@ def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, capsy
         corpus.write_text(changed, encoding="utf-8")
         code, out, err = evaluate("split=val")
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
-        assert err.startswith("charrnn-eval: error: the run's corpus changed since it trained") and "allow_corpus_change=true" in err
+        assert (
+            err.startswith("charrnn-eval: error: the run's corpus changed since it trained")
+            and "allow_corpus_change=true" in err
+        )
         code, out, err = evaluate("split=val", "allow_corpus_change=true")
         assert code == 0, err
         best = json.loads((runs["tiny"] / "metrics.json").read_text())["best_val_bpc"]

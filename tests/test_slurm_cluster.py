@@ -20,9 +20,16 @@ pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 
 def test_throttled_array_completes_and_sacct_reports_it(slurm_cluster, tmp_path):
-    job = slurm_cluster.run("sbatch", "--parsable", f"--partition={PARTITION}", "--array=0-1%1",
-                            f"--chdir={tmp_path}", "--output=task_%a.out",
-                            "--wrap", "echo task $SLURM_ARRAY_TASK_ID; sleep 1").stdout.strip()
+    job = slurm_cluster.run(
+        "sbatch",
+        "--parsable",
+        f"--partition={PARTITION}",
+        "--array=0-1%1",
+        f"--chdir={tmp_path}",
+        "--output=task_%a.out",
+        "--wrap",
+        "echo task $SLURM_ARRAY_TASK_ID; sleep 1",
+    ).stdout.strip()
 
     def rows():  # for a moment a finished task can show in sacct as plain "{job}" (1 run in 60): wait
         out = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State,Start,End").stdout
@@ -81,17 +88,35 @@ def test_scancel_makes_submitit_result_raise_promptly(slurm_cluster, tmp_path):
 
 def test_oversize_requests(slurm_cluster, tmp_path):
     cpus, mem = slurm_cluster.node()
-    too_much_mem = slurm_cluster.run("sbatch", f"--partition={PARTITION}", f"--mem={mem * 10}",
-                                     f"--chdir={tmp_path}", "--wrap", "true", timeout=10, check=False)
+    too_much_mem = slurm_cluster.run(
+        "sbatch",
+        f"--partition={PARTITION}",
+        f"--mem={mem * 10}",
+        f"--chdir={tmp_path}",
+        "--wrap",
+        "true",
+        timeout=10,
+        check=False,
+    )
     assert too_much_mem.returncode != 0  # refused at once
     assert "Memory specification can not be satisfied" in too_much_mem.stderr
 
     # More CPUs than the node has: accepted, then PENDING for ever with Reason PartitionConfig.
-    job = slurm_cluster.run("sbatch", "--parsable", f"--partition={PARTITION}", f"--cpus-per-task={cpus + 1}",
-                            f"--chdir={tmp_path}", "--wrap", "true").stdout.strip()
+    job = slurm_cluster.run(
+        "sbatch",
+        "--parsable",
+        f"--partition={PARTITION}",
+        f"--cpus-per-task={cpus + 1}",
+        f"--chdir={tmp_path}",
+        "--wrap",
+        "true",
+    ).stdout.strip()
     try:
-        state, reason = wait_until(lambda: (s := squeue(slurm_cluster, job))[1] not in ("", "None") and s,
-                                   15, f"a pending reason for {job}")
+        state, reason = wait_until(
+            lambda: (s := squeue(slurm_cluster, job))[1] not in ("", "None") and s,
+            15,
+            f"a pending reason for {job}",
+        )
         assert (state, reason) == ("PENDING", "PartitionConfig")
     finally:
         slurm_cluster.run("scancel", job, check=False)

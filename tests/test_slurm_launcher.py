@@ -21,12 +21,27 @@ def test_each_numeric_key_below_its_least_is_refused_by_name(key):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override", ["hydra.launcher.mem_gb=-1", "hydra.launcher.cpus_per_task=0", "hydra.launcher.timeout_min=0"])
+@pytest.mark.parametrize(
+    "override", ["hydra.launcher.mem_gb=-1", "hydra.launcher.cpus_per_task=0", "hydra.launcher.timeout_min=0"]
+)
 def test_a_nonsense_number_is_one_sentence_and_exit_2_before_submitting(tmp_path, corpus, override):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}", "data=text", f"data.path={corpus}",
-                    *TINY_RUN, "optim.lr=1e-3,3e-3", override], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            f"hydra.sweep.dir={sweep}",
+            "data=text",
+            f"data.path={corpus}",
+            *TINY_RUN,
+            "optim.lr=1e-3,3e-3",
+            override,
+        ],
+        cwd=tmp_path,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith(f"charrnn-train: error: {override} is not a number of "), proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"charrnn-train: error: {override} is not a number of "), (
+        proc.stderr[-2000:]
+    )
     assert not (sweep / ".submitit").exists()  # nothing was submitted

@@ -28,13 +28,19 @@ def final_metrics(run: Path) -> dict:
     return {k: metrics[k] for k in ("best_val_bpc", "final", "test", "global_step", "epochs")}
 
 
-def sweep_interrupting_job_1(cluster, root: Path, command: list[str], *extra: str) -> tuple[int, str, str, float]:
+def sweep_interrupting_job_1(
+    cluster, root: Path, command: list[str], *extra: str
+) -> tuple[int, str, str, float]:
     """The sweep, with ``command`` + job 1's SLURM id run once job 1 has saved a checkpoint.
     Returns (exit code, stderr, job 1's id, seconds from submission to that checkpoint)."""
     proc = popen_cli(sweep_args(root, *LONG, *extra), root)
     try:
         started = time.monotonic()
-        last = wait_until(lambda: next((root / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt"), None), 180, "job 1's checkpoint")
+        last = wait_until(
+            lambda: next((root / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt"), None),
+            180,
+            "job 1's checkpoint",
+        )
         took = time.monotonic() - started
         job_id = yaml.safe_load((last.parents[1] / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
         cluster.run(*command, job_id)
@@ -54,7 +60,11 @@ def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
     record = json.loads((resumed / "run.json").read_text())
     (earlier,) = record["earlier_attempts"]
     assert earlier["status"] == "stopped" and earlier["stopped_by"] == signal_name, earlier
-    assert record["status"] == "done" and record["slurm"]["restart_count"] == 1 and earlier["slurm"]["restart_count"] == 0
+    assert (
+        record["status"] == "done"
+        and record["slurm"]["restart_count"] == 1
+        and earlier["slurm"]["restart_count"] == 0
+    )
     return record
 
 
@@ -67,8 +77,10 @@ def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_clus
     sweep = the_sweep(tmp_path)
     record = assert_continued_exactly(sweep, "SIGTERM")
     with capsys.disabled():
-        print(f"\n[slurm] scontrol requeue {job_id} at its first checkpoint ({took:.0f} s after submission): "
-              f"attempt 1 stopped at step {record['earlier_attempts'][0]['global_step']}, attempt 2 ended identical to the uninterrupted job")
+        print(
+            f"\n[slurm] scontrol requeue {job_id} at its first checkpoint ({took:.0f} s after submission): "
+            f"attempt 1 stopped at step {record['earlier_attempts'][0]['global_step']}, attempt 2 ended identical to the uninterrupted job"
+        )
     assert {r["status"] for r in report_rows(sweep, tmp_path).values()} == {"done"}
 
 
@@ -76,7 +88,9 @@ def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_clus
 @pytest.mark.xdist_group("slurm")
 def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, tmp_path):
     """SIGUSR2, which SLURM sends signal_delay_s before timeout_min: the job saves, submitit requeues it."""
-    code, stderr, _, _ = sweep_interrupting_job_1(slurm_cluster, tmp_path, ["scancel", "--signal=USR2"], "hydra.launcher.timeout_min=5")
+    code, stderr, _, _ = sweep_interrupting_job_1(
+        slurm_cluster, tmp_path, ["scancel", "--signal=USR2"], "hydra.launcher.timeout_min=5"
+    )
     assert code == 0, stderr[-3000:]
     assert_continued_exactly(the_sweep(tmp_path), "SIGUSR2")
 
@@ -85,10 +99,18 @@ def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, 
 @pytest.mark.xdist_group("slurm")
 def test_time_outs_beyond_max_num_timeout_end_the_job_failed(slurm_cluster, tmp_path):
     code, stderr, _, _ = sweep_interrupting_job_1(
-        slurm_cluster, tmp_path, ["scancel", "--signal=USR2"], "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=0")
+        slurm_cluster,
+        tmp_path,
+        ["scancel", "--signal=USR2"],
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.max_num_timeout=0",
+    )
     assert code == 1, stderr[-3000:]
     (line,) = charrnn_lines(stderr)
-    assert "stopped by SIGUSR2" in line and "not requeued: Job not requeued because: timed-out too many times" in line, line
+    assert (
+        "stopped by SIGUSR2" in line
+        and "not requeued: Job not requeued because: timed-out too many times" in line
+    ), line
     assert "max_num_timeout" in line and "[sweep job 1: " in line, line
     sweep = the_sweep(tmp_path)
     rows = report_rows(sweep, tmp_path)

@@ -26,7 +26,13 @@ from charrnn.core.errors import UserError
 from conftest import TINY_RUN, TINY_TEXT, run_cli
 from slurm import sacct, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
 
-SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.array_parallelism=2", "trainer=cpu"]
+SWEEP = [
+    "-m",
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.array_parallelism=2",
+    "trainer=cpu",
+]
 TINY = [o for o in TINY_RUN if not o.startswith("model.hidden_size=")] + ["model.hidden_size=16"]
 
 
@@ -62,7 +68,9 @@ def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     exe = str(Path(sys.executable).parent / "charrnn-train")
-    return subprocess.Popen([exe, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [exe, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def charrnn_lines(stderr: str) -> list[str]:
@@ -83,31 +91,43 @@ def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
     for num in range(4):
         job = job_dir(sweep, num)
         assert (job / "metrics.json").is_file() and list((job / "tensorboard").rglob("events.out.tfevents.*"))
-        assert (job / "checkpoints" / "last.ckpt").is_file() and list((job / "checkpoints").glob("best-*.ckpt"))
+        assert (job / "checkpoints" / "last.ckpt").is_file() and list(
+            (job / "checkpoints").glob("best-*.ckpt")
+        )
         run = yaml.safe_load((job / "run.json").read_text())
         assert run["status"] == "done" and run["device"]["cpu_threads"] == 1  # torch threads = cpus_per_task
     assert [r["status"] for r in report_rows(sweep, tmp_path).values()] == ["done"] * 4
 
     array = sorted((sweep / ".submitit").glob("*_0"))[0].name.split("_")[0]
     rows = sacct(slurm_cluster, array)
-    assert sorted(r["JobID"] for r in rows) == [f"{array}_{i}" for i in range(4)] and {r["State"] for r in rows} == {"COMPLETED"}
+    assert sorted(r["JobID"] for r in rows) == [f"{array}_{i}" for i in range(4)] and {
+        r["State"] for r in rows
+    } == {"COMPLETED"}
     spans = [(seconds(r["Start"]), seconds(r["End"])) for r in rows]
     most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert 1 <= most <= 2, f"array_parallelism=2, yet {most} jobs ran at once: {rows}"
     first_running = min(s for s, _ in spans) - min(seconds(r["Submit"]) for r in rows)
     tail = ended - max(e for _, e in spans)
     with capsys.disabled():
-        print(f"\n[slurm] 4-job sweep: {ended - started:.1f} s wall; submit -> first RUNNING {first_running:.0f} s "
-              f"(sacct, 1 s steps); at most {most} at once; last job end -> sweep exit {tail:.1f} s")
+        print(
+            f"\n[slurm] 4-job sweep: {ended - started:.1f} s wall; submit -> first RUNNING {first_running:.0f} s "
+            f"(sacct, 1 s steps); at most {most} at once; last job end -> sweep exit {tail:.1f} s"
+        )
     assert first_running <= 30 and tail < 15  # scheduled at once; no waiting on submitit's slow polls
 
 
 @pytest.mark.slurm
 @pytest.mark.xdist_group("slurm")
 def test_scancel_of_one_job_ends_the_sweep_and_the_report_shows_it(slurm_cluster, tmp_path, capsys):
-    proc = popen_cli(sweep_args(tmp_path, "trainer.max_steps=20,100000,20"), tmp_path)  # job 1 would train for minutes
+    proc = popen_cli(
+        sweep_args(tmp_path, "trainer.max_steps=20,100000,20"), tmp_path
+    )  # job 1 would train for minutes
     try:
-        run_json = wait_until(lambda: next((tmp_path / "outputs" / "multirun").glob("*/*/1_*/run.json"), None), 120, "job 1 training")
+        run_json = wait_until(
+            lambda: next((tmp_path / "outputs" / "multirun").glob("*/*/1_*/run.json"), None),
+            120,
+            "job 1 training",
+        )
         job_id = yaml.safe_load((run_json.parent / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
         slurm_cluster.run("scancel", job_id)
         cancelled = time.monotonic()
@@ -135,7 +155,11 @@ def test_scancel_of_one_job_ends_the_sweep_and_the_report_shows_it(slurm_cluster
 def test_sigterm_to_the_sweep_cancels_its_array(slurm_cluster, tmp_path):
     proc = popen_cli(sweep_args(tmp_path, "trainer.max_steps=100000", "seed=1,2,3"), tmp_path)
     try:
-        submitted = wait_until(lambda: next((tmp_path / "outputs" / "multirun").glob("*/*/.submitit/*_0"), None), 120, "the array")
+        submitted = wait_until(
+            lambda: next((tmp_path / "outputs" / "multirun").glob("*/*/.submitit/*_0"), None),
+            120,
+            "the array",
+        )
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -155,14 +179,21 @@ def test_a_request_no_node_can_hold_is_one_sentence(slurm_cluster, tmp_path, res
     cpus, mem_mb = slurm_cluster.node()
     ask, words = {
         "cpus": (f"hydra.launcher.cpus_per_task={cpus + 1}", [f"{cpus + 1} CPUs", f"has {cpus}"]),
-        "memory": (f"hydra.launcher.mem_gb={mem_mb // 1024 * 10}", ["GB of memory", f"{mem_mb / 1024:.1f} GB"]),
+        "memory": (
+            f"hydra.launcher.mem_gb={mem_mb // 1024 * 10}",
+            ["GB of memory", f"{mem_mb / 1024:.1f} GB"],
+        ),
         "gpus": ("trainer=gpu", ["trainer.accelerator=gpu", "1 GPU(s)", "has none"]),
     }[resource]
     # The run_cli timeout is the guard against a hang: the refusal comes before anything is submitted.
     proc = run_cli([*sweep_args(tmp_path), ask, "seed=1,2"], cwd=tmp_path, timeout=180)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("charrnn-train: error: ") and "partition 'debug'" in line and all(w in line for w in words), line
+    assert (
+        line.startswith("charrnn-train: error: ")
+        and "partition 'debug'" in line
+        and all(w in line for w in words)
+    ), line
     # Nothing was submitted: no job from this dir in squeue (a CPU request too big would pend there for ever).
     assert str(tmp_path) not in slurm_cluster.run("squeue", "-h", "-o", "%Z").stdout.split()
     assert not list((tmp_path / "outputs").rglob(".submitit"))
@@ -174,53 +205,89 @@ NODES = [launcher.Node("a", 8, 64_000, 0), launcher.Node("b", 32, 256_000, 4)]
 
 
 def test_gres_and_trainer_gpus():
-    assert [launcher.gres_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:2(S:0-1),gpu:v100:2", "mps:100", None)] == [0, 4, 4, 0, 0]
+    assert [
+        launcher.gres_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:2(S:0-1),gpu:v100:2", "mps:100", None)
+    ] == [0, 4, 4, 0, 0]
     t = OmegaConf.create
     assert launcher.trainer_gpus(t({"accelerator": "cpu", "devices": 2}), 1, True) == 0
     assert launcher.trainer_gpus(t({"accelerator": "gpu", "devices": 1}), 1, True) == 1
-    assert launcher.trainer_gpus(t({"accelerator": "gpu", "devices": -1, "strategy": "ddp"}), 4, True) == 4  # trainer=ddp
+    assert (
+        launcher.trainer_gpus(t({"accelerator": "gpu", "devices": -1, "strategy": "ddp"}), 4, True) == 4
+    )  # trainer=ddp
     assert launcher.trainer_gpus(t({"accelerator": "gpu", "devices": [0, 1]}), 1, True) == 2
-    assert [launcher.trainer_gpus(t({"accelerator": "auto", "devices": 1}), 1, has) for has in (True, False)] == [1, 0]
+    assert [
+        launcher.trainer_gpus(t({"accelerator": "auto", "devices": 1}), 1, has) for has in (True, False)
+    ] == [1, 0]
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"cpus_per_task": 20, "tasks_per_node": 2}, ["cpus_per_task=20 x tasks_per_node=2", "40 CPUs", "largest node", "has 32"]),
-    ({"mem_gb": 500}, ["mem_gb=500", "500 GB of memory", "250.0 GB"]),
-    ({"gpus_per_node": 8}, ["gpus_per_node=8", "8 GPU(s)", "at most 4 per node"]),
-    ({"cpus_per_task": 16, "mem_gb": 100, "nodes": 2}, ["2 node(s)", "16 CPUs", "1 such node(s) of 2"]),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (
+            {"cpus_per_task": 20, "tasks_per_node": 2},
+            ["cpus_per_task=20 x tasks_per_node=2", "40 CPUs", "largest node", "has 32"],
+        ),
+        ({"mem_gb": 500}, ["mem_gb=500", "500 GB of memory", "250.0 GB"]),
+        ({"gpus_per_node": 8}, ["gpus_per_node=8", "8 GPU(s)", "at most 4 per node"]),
+        ({"cpus_per_task": 16, "mem_gb": 100, "nodes": 2}, ["2 node(s)", "16 CPUs", "1 such node(s) of 2"]),
+    ],
+)
 def test_check_request_names_the_resource(params, words):
     with pytest.raises(UserError) as e:
         launcher.check_request(params, "gpu", NODES)
     assert "partition 'gpu'" in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
-    launcher.check_request({"cpus_per_task": 32, "mem_gb": 200, "gpus_per_node": 4}, "gpu", NODES)  # fits node b
+    launcher.check_request(
+        {"cpus_per_task": 32, "mem_gb": 200, "gpus_per_node": 4}, "gpu", NODES
+    )  # fits node b
     with pytest.raises(UserError, match="the trainer .* asks for 1 GPU.* has none; choose a GPU partition"):
-        launcher.check_request({"gpus_per_node": 1}, "cpu", NODES[:1], "the trainer (trainer.accelerator=gpu)")
+        launcher.check_request(
+            {"gpus_per_node": 1}, "cpu", NODES[:1], "the trainer (trainer.accelerator=gpu)"
+        )
 
 
 def test_launch_failure_line(tmp_path):
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
     result = tmp_path / "7_1" / "7_1_0_result.pkl"
-    cancelled = UncompletedJobError(f"Job 7_1 (task: 0) with path {result}\nhas not produced any output (state: CANCELLED by 0)\nError stream produced:\n----\nlots")
-    assert launcher.launch_failure_line(cancelled) == f"job 7_1 was cancelled: CANCELLED by 0; log: {tmp_path}/7_1/7_1_0_log.err"
-    timeout = UncompletedJobError(f"Job 7_2 (task: 0) with path {result}\nhas not produced any output (state: TIMEOUT)")
-    assert launcher.launch_failure_line(timeout).startswith("job 7_2 failed: TIMEOUT: it ran past hydra.launcher.timeout_min; log: ")
+    cancelled = UncompletedJobError(
+        f"Job 7_1 (task: 0) with path {result}\nhas not produced any output (state: CANCELLED by 0)\nError stream produced:\n----\nlots"
+    )
+    assert (
+        launcher.launch_failure_line(cancelled)
+        == f"job 7_1 was cancelled: CANCELLED by 0; log: {tmp_path}/7_1/7_1_0_log.err"
+    )
+    timeout = UncompletedJobError(
+        f"Job 7_2 (task: 0) with path {result}\nhas not produced any output (state: TIMEOUT)"
+    )
+    assert launcher.launch_failure_line(timeout).startswith(
+        "job 7_2 failed: TIMEOUT: it ran past hydra.launcher.timeout_min; log: "
+    )
     err = tmp_path / "7_3" / "7_3_0_log.err"
-    raised = FailedJobError(f"Job (task=0) failed during processing with trace:\n----------------------\nTraceback...\nValueError: bad\n"
-                            f"----------------------\nYou can check full logs with 'job.stderr(0)'or at paths:\n  - {err}\n  - {err.with_suffix('.out')}")
+    raised = FailedJobError(
+        f"Job (task=0) failed during processing with trace:\n----------------------\nTraceback...\nValueError: bad\n"
+        f"----------------------\nYou can check full logs with 'job.stderr(0)'or at paths:\n  - {err}\n  - {err.with_suffix('.out')}"
+    )
     assert launcher.launch_failure_line(raised) == f"job 7_3 failed: ValueError: bad; log: {err}"
-    refused = FailedJobError("sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed")
-    assert launcher.launch_failure_line(refused).startswith("SLURM refused the sweep: sbatch: error: Memory specification")
+    refused = FailedJobError(
+        "sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed"
+    )
+    assert launcher.launch_failure_line(refused).startswith(
+        "SLURM refused the sweep: sbatch: error: Memory specification"
+    )
     assert launcher.launch_failure_line(ValueError("x")) is None
 
 
 def test_partition_nodes_reads_sinfo(tmp_path, monkeypatch):
     sinfo = tmp_path / "sinfo"
-    sinfo.write_text("#!/bin/sh\nprintf 'a|cpu*|8|64000|(null)\\nb|gpu|32|256000|gpu:a100:4(S:0-1)\\nb|cpu*|32|256000|gpu:a100:4(S:0-1)\\n'\n")
+    sinfo.write_text(
+        "#!/bin/sh\nprintf 'a|cpu*|8|64000|(null)\\nb|gpu|32|256000|gpu:a100:4(S:0-1)\\nb|cpu*|32|256000|gpu:a100:4(S:0-1)\\n'\n"
+    )
     sinfo.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert launcher.partition_nodes(None) == ("cpu", [launcher.Node("a", 8, 64000, 0), launcher.Node("b", 32, 256000, 4)])
+    assert launcher.partition_nodes(None) == (
+        "cpu",
+        [launcher.Node("a", 8, 64000, 0), launcher.Node("b", 32, 256000, 4)],
+    )
     assert launcher.partition_nodes("gpu") == ("gpu", [launcher.Node("b", 32, 256000, 4)])
     with pytest.raises(UserError, match="SLURM has no partition 'x' .*; it has: cpu, gpu"):
         launcher.partition_nodes("x")
@@ -245,11 +312,24 @@ def test_report_reads_cancelled_stopped_and_failed_jobs(tmp_path):
         job = sweep / f"{num}_seed={num}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- seed={num}\n")
-        (job / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    id: '7_{num}'\n")  # as OmegaConf writes it
+        (job / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  job:\n    id: '7_{num}'\n"
+        )  # as OmegaConf writes it
         (job / "run.json").write_text(f'{{"status": "{status}", "stopped_by": "SIGTERM", "global_step": 40}}')
         if error:
             (job / "error.txt").write_text(error)
     got = {j.num: (j.status, j.error, j.log) for j in report.find_jobs(sweep)}
-    assert got[0] == ("cancelled", "CANCELLED by 0 (SLURM job 7_0); stopped at step 40 with last.ckpt", "/x/7_0_0_log.err")
-    assert got[1][:2] == ("stopped", f"stopped by SIGTERM at step 40; continue with: {resume_command(sweep / '1_seed=1')}")
-    assert got[2] == ("failed", "ValueError: boom", str(log))  # the log found through .hydra/hydra.yaml's job id
+    assert got[0] == (
+        "cancelled",
+        "CANCELLED by 0 (SLURM job 7_0); stopped at step 40 with last.ckpt",
+        "/x/7_0_0_log.err",
+    )
+    assert got[1][:2] == (
+        "stopped",
+        f"stopped by SIGTERM at step 40; continue with: {resume_command(sweep / '1_seed=1')}",
+    )
+    assert got[2] == (
+        "failed",
+        "ValueError: boom",
+        str(log),
+    )  # the log found through .hydra/hydra.yaml's job id

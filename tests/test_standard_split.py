@@ -10,7 +10,6 @@ import torch
 from charrnn.core.errors import UserError
 from charrnn.core.scoring import standard_val, standard_val_held_out
 from charrnn.core.windows import check_split, cut_splits
-
 from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
 
 

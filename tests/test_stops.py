@@ -23,7 +23,11 @@ HELPERS = {"PYTHONPATH": str(REPO / "tests" / "helpers")}
 
 def signal_in_test(signum: int) -> list[str]:
     """Overrides that make the run send ``signum`` to itself as its final test starts its first batch."""
-    return ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=test_batch", f"+callbacks.kill.signum={signum}"]
+    return [
+        "+callbacks.kill._target_=signal_at.SignalAt",
+        "+callbacks.kill.hook=test_batch",
+        f"+callbacks.kill.signum={signum}",
+    ]
 
 
 def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path, corpus):
@@ -33,10 +37,16 @@ def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path
     proc = run_cli([*base, "hydra.run.dir=cut", *signal_in_test(signal.SIGTERM)], cwd=tmp_path, env=HELPERS)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 143, proc.stderr[-2000:]
-    assert "stopped by SIGTERM at step 20" in lines[-1] and "resume=" in lines[-1] and "Traceback" not in proc.stderr
+    assert (
+        "stopped by SIGTERM at step 20" in lines[-1]
+        and "resume=" in lines[-1]
+        and "Traceback" not in proc.stderr
+    )
     cut = tmp_path / "cut"
     record = json.loads((cut / "run.json").read_text())
-    assert record["status"] == "stopped" and record["global_step"] == 20 and not (cut / "metrics.json").exists()
+    assert (
+        record["status"] == "stopped" and record["global_step"] == 20 and not (cut / "metrics.json").exists()
+    )
 
     resumed = run_cli([f"resume={cut}", "+callbacks.kill.hook=none"], cwd=tmp_path, env=HELPERS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -48,7 +58,11 @@ def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path
 
 
 def test_ctrl_c_in_the_final_test_is_not_ignored(tmp_path, corpus):
-    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, *signal_in_test(signal.SIGINT)], cwd=tmp_path, env=HELPERS)
+    proc = run_cli(
+        ["data=text", f"data.path={corpus}", *TINY_RUN, *signal_in_test(signal.SIGINT)],
+        cwd=tmp_path,
+        env=HELPERS,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 130 and "stopped by SIGINT at step 20" in lines[-1], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -59,7 +73,9 @@ def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     exe = Path(sys.executable).parent / "charrnn-train"
-    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def wait_until(condition, timeout: float = 120.0) -> None:
@@ -93,7 +109,10 @@ def test_a_signal_ends_a_run_blocked_reading_its_corpus(tmp_path, signum, code):
         proc.kill()
     lines = stderr.strip().splitlines()
     assert proc.returncode == code and len(lines) == 1, stderr[-2000:]
-    assert f"stopped by {signal.Signals(signum).name} before training started" in lines[0] and "Traceback" not in stderr
+    assert (
+        f"stopped by {signal.Signals(signum).name} before training started" in lines[0]
+        and "Traceback" not in stderr
+    )
     assert json.loads((only_run_dir(tmp_path) / "run.json").read_text())["status"] == "stopped"
 
 
@@ -102,7 +121,15 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     from charrnn.cli.lease import hold_slot
 
     locks = tmp_path / "locks"
-    args = ["-m", f"device_lease.lock_dir={locks}", "device_lease.pool=[0]", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1"]
+    args = [
+        "-m",
+        f"device_lease.lock_dir={locks}",
+        "device_lease.pool=[0]",
+        "data=text",
+        f"data.path={corpus}",
+        *TINY_RUN,
+        "seed=1",
+    ]
     with hold_slot([0], 1, locks, "the test"):  # the only slot is taken: the job waits
         proc = popen_cli(args, cwd=tmp_path)
         try:
@@ -117,11 +144,16 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
             proc.kill()
     lines = stderr.strip().splitlines()
     assert proc.returncode == code and len(lines) == 1, stderr[-2000:]
-    assert f"stopped by {signal.Signals(signum).name} before training started" in lines[0] and "Traceback" not in stderr
+    assert (
+        f"stopped by {signal.Signals(signum).name} before training started" in lines[0]
+        and "Traceback" not in stderr
+    )
     (job,) = [p.parent for p in (tmp_path / "outputs" / "multirun").glob("*/*/*/run.json")]
     assert json.loads((job / "run.json").read_text())["status"] == "stopped"
     report = run_cli([str(job.parent)], cwd=tmp_path, script="charrnn-report")
-    assert report.returncode == 0 and "stopped" in report.stdout and "running" not in report.stdout, report.stdout + report.stderr
+    assert report.returncode == 0 and "stopped" in report.stdout and "running" not in report.stdout, (
+        report.stdout + report.stderr
+    )
 
 
 def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
@@ -138,4 +170,7 @@ def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
     train_in_process(["data=text", f"data.path={fifo}", *TINY_RUN], tmp_path / "run")
     writer.join(timeout=5)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert record["status"] == "done" and record["corpus"]["sha256"] == hashlib.sha256(TINY_TEXT.encode()).hexdigest()
+    assert (
+        record["status"] == "done"
+        and record["corpus"]["sha256"] == hashlib.sha256(TINY_TEXT.encode()).hexdigest()
+    )

@@ -26,16 +26,27 @@ def finished(tmp_path_factory) -> Path:
 def test_a_full_disk_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
         (tmp_path / "tiny.txt").write_text(TINY_TEXT)
-        args = ["data=text", f"data.path={tmp_path / 'tiny.txt'}", *TINY_RUN, "model.hidden_size=64", "trainer.max_steps=60",
-                "trainer.val_check_interval=5", f"hydra.run.dir={disk / 'run'}"]
+        args = [
+            "data=text",
+            f"data.path={tmp_path / 'tiny.txt'}",
+            *TINY_RUN,
+            "model.hidden_size=64",
+            "trainer.max_steps=60",
+            "trainer.val_check_interval=5",
+            f"hydra.run.dir={disk / 'run'}",
+        ]
         proc = run_cli(args, cwd=tmp_path)
         lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and lines[-1].startswith("charrnn-train: error: cannot write"), proc.stderr[-2000:]
+        assert proc.returncode == 2 and lines[-1].startswith("charrnn-train: error: cannot write"), (
+            proc.stderr[-2000:]
+        )
         assert "no space left" in lines[-1] and "Traceback" not in proc.stderr
         kept = sorted((disk / "run" / "checkpoints").glob("*.ckpt"))
         assert kept and all(load_run(p).model is not None for p in kept)  # whole, loadable files only
@@ -51,7 +62,11 @@ def test_sample_and_eval_take_any_path(finished, tmp_path):
     assert sample.returncode == 0, sample.stderr[-2000:]
     text = tmp_path / "some text=1.txt"
     text.write_text(TINY_TEXT)
-    evaluated = run_cli([str(odd / "checkpoints" / "last.ckpt"), f"path={text}", "--json"], cwd=tmp_path, script="charrnn-eval")
+    evaluated = run_cli(
+        [str(odd / "checkpoints" / "last.ckpt"), f"path={text}", "--json"],
+        cwd=tmp_path,
+        script="charrnn-eval",
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 
@@ -61,4 +76,6 @@ def test_eval_of_a_run_with_a_damaged_config_is_one_sentence(finished, tmp_path)
     (damaged / ".hydra" / "config.yaml").write_text("data: [unclosed\n : :")
     proc = run_cli([str(damaged), "split=val"], cwd=tmp_path, script="charrnn-eval")
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "damaged" in lines[0] and "config.yaml" in lines[0], proc.stderr[-2000:]
+    assert proc.returncode == 2 and len(lines) == 1 and "damaged" in lines[0] and "config.yaml" in lines[0], (
+        proc.stderr[-2000:]
+    )

@@ -19,12 +19,21 @@ SWEEP = [*TINY_RUN, "data=text", "seed=1,2,3,4"]
 
 def train(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers")}
-    return subprocess.run([TRAIN, *args, f"data.path={corpus}"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600, start_new_session=True)
+    return subprocess.run(
+        [TRAIN, *args, f"data.path={corpus}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
 
 
 def jobs(sweep: Path) -> list[Path]:
-    return sorted((d for d in sweep.iterdir() if (d / ".hydra").is_dir()), key=lambda d: int(d.name.split("_")[0]))
+    return sorted(
+        (d for d in sweep.iterdir() if (d / ".hydra").is_dir()), key=lambda d: int(d.name.split("_")[0])
+    )
 
 
 def result(job: Path) -> tuple:
@@ -43,22 +52,40 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
     """One uninterrupted sweep, shared by the tests."""
     cwd = tmp_path_factory.mktemp("ref")
-    done = train(["-m", *SWEEP, "hydra.sweep.dir=sweep", "hydra.job.config.override_dirname.exclude_keys=[data.path,resume]"], cwd, corpus)
+    done = train(
+        [
+            "-m",
+            *SWEEP,
+            "hydra.sweep.dir=sweep",
+            "hydra.job.config.override_dirname.exclude_keys=[data.path,resume]",
+        ],
+        cwd,
+        corpus,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return cwd / "sweep"
 
 
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])
-def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path: Path, corpus: Path, reference: Path, launcher: str) -> None:
+def test_killed_sweep_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, corpus: Path, reference: Path, launcher: str
+) -> None:
     extra = [] if launcher == "basic" else ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
-    kill = ["+callbacks.kill._target_=kill_sweep.KillSweepAt", "+callbacks.kill.job=2", "+callbacks.kill.step=12",
-            f"+callbacks.kill.marker={tmp_path / 'killed'}",
-            "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.kill._target_,callbacks.kill.job,"
-            "callbacks.kill.step,callbacks.kill.marker]"]
+    kill = [
+        "+callbacks.kill._target_=kill_sweep.KillSweepAt",
+        "+callbacks.kill.job=2",
+        "+callbacks.kill.step=12",
+        f"+callbacks.kill.marker={tmp_path / 'killed'}",
+        "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.kill._target_,callbacks.kill.job,"
+        "callbacks.kill.step,callbacks.kill.marker]",
+    ]
     killed = train(["-m", *SWEEP, *extra, *kill, "hydra.sweep.dir=sweep"], tmp_path, corpus)
     assert killed.returncode == -9, killed.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    statuses = [json.loads((j / "run.json").read_text())["status"] if (j / "run.json").is_file() else None for j in jobs(sweep)]
+    statuses = [
+        json.loads((j / "run.json").read_text())["status"] if (j / "run.json").is_file() else None
+        for j in jobs(sweep)
+    ]
     # Done jobs, one mid-run; job 3 never started (basic: no dir; parallel: the other slot's job may be anywhere).
     assert statuses[:2] == ["done", "done"] or launcher == "parallel", statuses
     assert statuses[2] == "running" and len(statuses) <= 4, statuses
@@ -76,7 +103,9 @@ def test_resume_of_a_dir_that_is_no_sweep_is_one_sentence(tmp_path: Path, corpus
     assert done.returncode == 2 and "not a sweep dir" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_identity_override_refused_and_extension_trains_further(tmp_path: Path, corpus: Path, reference: Path) -> None:
+def test_identity_override_refused_and_extension_trains_further(
+    tmp_path: Path, corpus: Path, reference: Path
+) -> None:
     import shutil
 
     sweep = tmp_path / "sweep"
@@ -88,4 +117,6 @@ def test_identity_override_refused_and_extension_trains_further(tmp_path: Path, 
     assert [d.name for d in jobs(sweep)] == [d.name for d in jobs(reference)]
     for job in jobs(sweep):
         assert json.loads((job / "run.json").read_text())["global_step"] == 30
-        assert (job / ".hydra" / "config.yaml").read_text() == (reference / job.name / ".hydra" / "config.yaml").read_text()
+        assert (job / ".hydra" / "config.yaml").read_text() == (
+            reference / job.name / ".hydra" / "config.yaml"
+        ).read_text()

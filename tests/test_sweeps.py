@@ -46,19 +46,41 @@ def shared_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
     if "sweep" not in _SHARED:
         root = tmp_path_factory.mktemp("sweep2x2")
         corpus = tiny_corpus(root)
-        proc = run_cli(["-m", "data=text", f"data.path={corpus}", *SWEEP_RUN, "model.hidden_size=16,32", "optim.lr=1e-3,3e-3"], cwd=root)
+        proc = run_cli(
+            [
+                "-m",
+                "data=text",
+                f"data.path={corpus}",
+                *SWEEP_RUN,
+                "model.hidden_size=16,32",
+                "optim.lr=1e-3,3e-3",
+            ],
+            cwd=root,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         (sweep,) = sweep_dirs(root)
         _SHARED["sweep"] = (sweep, proc)
     return _SHARED["sweep"]
 
 
-def shared_failing_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def shared_failing_sweep(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess]:
     """A two-job sweep whose second job has an invalid cell."""
     if "failing" not in _SHARED:
         root = tmp_path_factory.mktemp("failing")
         corpus = tiny_corpus(root)
-        proc = run_cli(["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=10", "model.cell=gru,bogus"], cwd=root)
+        proc = run_cli(
+            [
+                "-m",
+                "data=text",
+                f"data.path={corpus}",
+                *TINY_RUN,
+                "trainer.max_steps=10",
+                "model.cell=gru,bogus",
+            ],
+            cwd=root,
+        )
         (sweep,) = sweep_dirs(root)
         _SHARED["failing"] = (sweep, proc)
     return _SHARED["failing"]
@@ -104,7 +126,9 @@ def test_one_reading_of_trainer_devices():
     assert count({"accelerator": "gpu", "devices": -1}, gpus=4) == 4  # every GPU of the node
     assert count({"accelerator": "auto", "devices": "auto"}, gpus=8) == 8
     assert not device_request(OmegaConf.create({"accelerator": "auto", "devices": 1}), 0).cuda
-    assert device_request(OmegaConf.create({"accelerator": "auto", "devices": 1}), 2, auto_uses_cuda=True).cuda
+    assert device_request(
+        OmegaConf.create({"accelerator": "auto", "devices": 1}), 2, auto_uses_cuda=True
+    ).cuda
 
 
 def test_launcher_search_and_trainer_configs_compose(tmp_path):
@@ -115,25 +139,47 @@ def test_launcher_search_and_trainer_configs_compose(tmp_path):
 
     def composed(*overrides: str):
         with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-            return compose(config_name="train", overrides=[f"output_dir={tmp_path}", *overrides], return_hydra_config=True)
+            return compose(
+                config_name="train",
+                overrides=[f"output_dir={tmp_path}", *overrides],
+                return_hydra_config=True,
+            )
 
     slurm = composed("hydra/launcher=slurm").hydra.launcher
     # GPUs follow the trainer (null), no memory request: the preset schedules on any node (issue 11)
-    assert slurm._target_.endswith("SlurmLauncher") and (slurm.gpus_per_node, slurm.tasks_per_node, slurm.nodes) == (None, 1, 1)
+    assert slurm._target_.endswith("SlurmLauncher") and (
+        slurm.gpus_per_node,
+        slurm.tasks_per_node,
+        slurm.nodes,
+    ) == (None, 1, 1)
     assert slurm.mem_gb is None
     assert {"partition", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism"} <= set(slurm)
     parallel = composed("hydra/launcher=parallel", "hydra.launcher.n_jobs=3").hydra.launcher
     assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 3
-    assert composed("hydra/launcher=processes").hydra.launcher._target_.endswith("submitit_launcher.LocalLauncher")
+    assert composed("hydra/launcher=processes").hydra.launcher._target_.endswith(
+        "submitit_launcher.LocalLauncher"
+    )
 
     search = composed("hparams_search=optuna", "seed=7")
     sweeper = search.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.charrnn_optuna_sweeper.sweeper.CharrnnOptunaSweeper"
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
-    assert sweeper.sampler.seed == 7 and str(sweeper.direction).endswith("minimize") and sweeper.storage.startswith("sqlite:///")
-    assert set(sweeper.params) == {"optim.lr", "model.hidden_size", "model.cell"} and search.hydra.mode.name == "MULTIRUN"
+    assert (
+        sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+        and sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
+    )
+    assert (
+        sweeper.sampler.seed == 7
+        and str(sweeper.direction).endswith("minimize")
+        and sweeper.storage.startswith("sqlite:///")
+    )
+    assert (
+        set(sweeper.params) == {"optim.lr", "model.hidden_size", "model.cell"}
+        and search.hydra.mode.name == "MULTIRUN"
+    )
 
-    trainer = hydra.utils.instantiate(composed("trainer=ddp_cpu").trainer, logger=False, enable_checkpointing=False)
+    trainer = hydra.utils.instantiate(
+        composed("trainer=ddp_cpu").trainer, logger=False, enable_checkpointing=False
+    )
     assert type(trainer.strategy).__name__ == "DDPStrategy" and trainer.num_devices == 2
     assert trainer.strategy._process_group_backend == "gloo"
     for option, precision in (("gpu_bf16", "bf16-mixed"), ("ddp", "32-true")):
@@ -154,7 +200,10 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(sweep):
     for job in jobs:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         # <num>_<overrides>: the directory says which values the job ran with (data.path excluded).
-        assert f"model.hidden_size={cfg.model.hidden_size}" in job.name and f"optim.lr={cfg.optim.lr}" in job.name
+        assert (
+            f"model.hidden_size={cfg.model.hidden_size}" in job.name
+            and f"optim.lr={cfg.optim.lr}" in job.name
+        )
         assert "data.path" not in job.name
         seen.add((cfg.model.hidden_size, cfg.optim.lr))
         metrics = json.loads((job / "metrics.json").read_text())
@@ -179,7 +228,9 @@ def test_a_failing_job_does_not_stop_or_lose_the_others(failing):
 
 @pytest.mark.slow
 def test_an_unexpected_error_is_recorded_too(tmp_path, corpus):
-    proc = run_cli(["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "+trainer.bogus_option=1"], cwd=tmp_path)
+    proc = run_cli(
+        ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "+trainer.bogus_option=1"], cwd=tmp_path
+    )
     assert proc.returncode == 1
     (sweep,) = sweep_dirs(tmp_path)
     (job,) = job_dirs(sweep)
@@ -187,13 +238,26 @@ def test_an_unexpected_error_is_recorded_too(tmp_path, corpus):
     assert first.startswith("charrnn-train: failed: InstantiationException:") and "bogus_option" in first
     assert any("Traceback" in line for line in rest)
     report = run_cli([str(sweep)], cwd=tmp_path, script="charrnn-report")
-    assert report.returncode == 0 and "job 0 failed: InstantiationException:" in report.stdout, report.stdout + report.stderr
+    assert report.returncode == 0 and "job 0 failed: InstantiationException:" in report.stdout, (
+        report.stdout + report.stderr
+    )
 
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, corpus):
-    proc = run_cli(["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "data=text", f"data.path={corpus}", *TINY_RUN,
-                    "data.num_workers=1", "optim.lr=1e-3,3e-3"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=parallel",
+            "hydra.launcher.n_jobs=2",
+            "data=text",
+            f"data.path={corpus}",
+            *TINY_RUN,
+            "data.num_workers=1",
+            "optim.lr=1e-3,3e-3",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout
     assert proc.stderr.count("data.num_workers=1 set to 0 under the joblib launcher") == 2
@@ -207,27 +271,55 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path, corpus):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, corpus):
-    proc = run_cli(["-m", "hydra/launcher=processes", "data=text", f"data.path={corpus}", *TINY_RUN, "optim.lr=1e-3,3e-3"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=processes",
+            "data=text",
+            f"data.path={corpus}",
+            *TINY_RUN,
+            "optim.lr=1e-3,3e-3",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
     jobs = job_dirs(sweep)
-    assert len(jobs) == 2 and all(json.loads((j / "metrics.json").read_text())["global_step"] == 20 for j in jobs)
+    assert len(jobs) == 2 and all(
+        json.loads((j / "metrics.json").read_text())["global_step"] == 20 for j in jobs
+    )
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # one submitit job (process) each
 
 
 @pytest.mark.slow
 def test_a_failed_job_in_its_own_process_is_one_readable_line(tmp_path, corpus):
     """Under a launcher whose jobs run in other processes, the sweep's failure is still one sentence."""
-    proc = run_cli(["-m", "hydra/launcher=processes", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=10", "model.cell=gru,bogus"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=processes",
+            "data=text",
+            f"data.path={corpus}",
+            *TINY_RUN,
+            "trainer.max_steps=10",
+            "model.cell=gru,bogus",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("charrnn-train:")]
     assert len(lines) == 1 and len(lines[0]) < 800, proc.stderr[-3000:]  # two long paths, no traceback
     (sweep,) = sweep_dirs(tmp_path)
     good, bad = job_dirs(sweep)
-    assert lines[0].startswith("charrnn-train: error: unknown model.cell='bogus'") and f"sweep job 1: {bad.resolve()}" in lines[0]
+    assert (
+        lines[0].startswith("charrnn-train: error: unknown model.cell='bogus'")
+        and f"sweep job 1: {bad.resolve()}" in lines[0]
+    )
     assert "error.txt" in lines[0] and f"charrnn-report {sweep.resolve()}" in lines[0]
     assert "Traceback" not in proc.stderr and "check the spelling" not in proc.stderr
-    assert (good / "metrics.json").is_file() and (bad / "error.txt").read_text().startswith("charrnn-train: error: unknown model.cell")
+    assert (good / "metrics.json").is_file() and (bad / "error.txt").read_text().startswith(
+        "charrnn-train: error: unknown model.cell"
+    )
 
 
 @pytest.mark.slow
@@ -235,9 +327,18 @@ def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
     import optuna
 
     db = tmp_path / "study.db"
-    common = ["hparams_search=optuna", f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=tiny",
-              "data=text", f"data.path={corpus}", *SWEEP_RUN, "trainer.max_steps=10", "trainer.val_check_interval=5",
-              "model.hidden_size=choice(16,32)", "model.cell=choice(rnn,gru)"]
+    common = [
+        "hparams_search=optuna",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.study_name=tiny",
+        "data=text",
+        f"data.path={corpus}",
+        *SWEEP_RUN,
+        "trainer.max_steps=10",
+        "trainer.val_check_interval=5",
+        "model.hidden_size=choice(16,32)",
+        "model.cell=choice(rnn,gru)",
+    ]
     first = run_cli([*common, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     # Resume: same storage and study name, up to 4 finished trials; a new sampler seed so the random
@@ -250,9 +351,13 @@ def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
     assert {t.params["model.cell"] for t in study.trials} <= {"rnn", "gru"}
     assert all(3e-4 <= t.params["optim.lr"] <= 1e-2 for t in study.trials)
     sweeps = sweep_dirs(tmp_path)
-    bests = [json.loads((j / "metrics.json").read_text())["best_val_bpc"] for s in sweeps for j in job_dirs(s)]
+    bests = [
+        json.loads((j / "metrics.json").read_text())["best_val_bpc"] for s in sweeps for j in job_dirs(s)
+    ]
     assert len(sweeps) == 2 and len(bests) == 4
-    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(bests))  # each trial's value is its run's best val/bpc
+    assert sorted(t.value for t in study.trials) == pytest.approx(
+        sorted(bests)
+    )  # each trial's value is its run's best val/bpc
     results = OmegaConf.load(sweeps[-1] / "optimization_results.yaml")
     assert results.best_value == pytest.approx(min(bests))
 
@@ -281,7 +386,9 @@ def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, 
         for batch in dm.val_dataloader():
             x, y = dm.on_after_batch_transfer(batch, 0)
             logits, state = loaded.model(x, state)
-            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum").item()
+            total += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+            ).item()
             count += int((y != IGNORE_INDEX).sum())
     scalars = read_scalars(run / "tensorboard")
     best_step = min(scalars["val/bpc"], key=lambda sv: sv[1])[0]
@@ -291,13 +398,21 @@ def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, 
 
 @pytest.mark.slow
 def test_ddp_inside_a_sweep_is_refused_clearly(tmp_path, corpus):
-    proc = run_cli(["-m", "trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN, "optim.lr=1e-3,3e-3"], cwd=tmp_path, timeout=120)
+    proc = run_cli(
+        ["-m", "trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN, "optim.lr=1e-3,3e-3"],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if "charrnn-train: error" in line]
-    assert len(lines) == 1 and "without -m" in lines[0] and "hydra/launcher=slurm" in lines[0], proc.stderr[-2000:]
+    assert len(lines) == 1 and "without -m" in lines[0] and "hydra/launcher=slurm" in lines[0], proc.stderr[
+        -2000:
+    ]
     assert "Traceback" not in proc.stderr
     (sweep,) = sweep_dirs(tmp_path)
-    assert [p.name.split("_")[0] for p in job_dirs(sweep)] == ["0"]  # stopped at the first job, before training
+    assert [p.name.split("_")[0] for p in job_dirs(sweep)] == [
+        "0"
+    ]  # stopped at the first job, before training
     assert not (tmp_path / "outputs" / "runs").exists()  # no rank re-ran the command line
     assert not any(p.name == "metrics.json" for p in sweep.rglob("*"))
     # No process of this sweep is left behind.

@@ -31,8 +31,21 @@ def tensorboard(tmp_path_factory, tmp_path):
     sweep, _ = shared_sweep(tmp_path_factory)
     port = free_port()
     log = open(tmp_path / "tensorboard.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(sweep),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         yield sweep, base, proc
@@ -48,7 +61,9 @@ def tensorboard(tmp_path_factory, tmp_path):
 
 def get(url: str, body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -77,7 +92,9 @@ def test_tensorboard_serves_every_job_with_curve_and_hparams(tensorboard):
 
     for job in jobs:
         run = f"{job.name}/tensorboard"
-        served = get(f"{base}/data/plugin/scalars/scalars?" + urllib.parse.urlencode({"run": run, "tag": "val/bpc"}))
+        served = get(
+            f"{base}/data/plugin/scalars/scalars?" + urllib.parse.urlencode({"run": run, "tag": "val/bpc"})
+        )
         on_disk = read_scalars(job / "tensorboard")["val/bpc"]
         assert [(step, pytest.approx(value, rel=1e-6)) for _, step, value in served] == on_disk
 
@@ -89,7 +106,12 @@ def test_tensorboard_serves_every_job_with_curve_and_hparams(tensorboard):
     request = {
         "experimentName": "",
         "allowedStatuses": ALL_STATUSES,
-        "colParams": [{"hparam": "model.hidden_size"}, {"hparam": "optim.lr"}, {"metric": {"tag": "val/bpc"}}, {"metric": {"tag": "val/bpc_best"}}],
+        "colParams": [
+            {"hparam": "model.hidden_size"},
+            {"hparam": "optim.lr"},
+            {"metric": {"tag": "val/bpc"}},
+            {"metric": {"tag": "val/bpc_best"}},
+        ],
         "startIndex": 0,
         "sliceSize": 100,
     }

@@ -9,17 +9,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from charrnn.core.vocab import Vocabulary
-from charrnn.lit.datamodule import CharDataModule
 from charrnn.cli.rundir import load_run
 from charrnn.core.errors import UserError
+from charrnn.core.vocab import Vocabulary
+from charrnn.lit.datamodule import CharDataModule
 from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow
 
 
 def train_tiny(tmp_path: Path, corpus: Path, *extra: str) -> Path:
-    proc = run_cli([f"data=text", f"data.path={corpus}", *TINY_RUN, *extra], cwd=tmp_path)
+    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, *extra], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return only_run_dir(tmp_path)
 
@@ -29,7 +29,9 @@ def test_train_writes_a_complete_run(tmp_path, corpus):
     for name in ("vocab.json", ".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     scalars = read_scalars(run / "tensorboard")
-    assert {"train/loss", "val/loss", "val/bpc", "val/acc", "test/loss", "test/bpc", "test/acc"} <= set(scalars)
+    assert {"train/loss", "val/loss", "val/bpc", "val/acc", "test/loss", "test/bpc", "test/acc"} <= set(
+        scalars
+    )
     assert [step for step, _ in scalars["val/bpc"]] == [9, 19]
 
     metrics = json.loads((run / "metrics.json").read_text())
@@ -38,10 +40,14 @@ def test_train_writes_a_complete_run(tmp_path, corpus):
 
     # The best checkpoint loads back (weights only) and gives the logged val loss on the val split.
     loaded = load_run(run)
-    assert loaded.checkpoint_path.name.startswith("best-") and loaded.checkpoint["global_step"] == best_step + 1
+    assert (
+        loaded.checkpoint_path.name.startswith("best-") and loaded.checkpoint["global_step"] == best_step + 1
+    )
     assert loaded.vocab == Vocabulary.load(run / "vocab.json")
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    dm = CharDataModule(corpus="text", path=str(corpus), seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size)
+    dm = CharDataModule(
+        corpus="text", path=str(corpus), seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size
+    )
     dm.setup("fit")
     total, count = 0.0, 0
     state = None
@@ -49,7 +55,9 @@ def test_train_writes_a_complete_run(tmp_path, corpus):
         for batch in dm.val_dataloader():
             x, y = dm.on_after_batch_transfer(batch, 0)
             logits, state = loaded.model(x, state)
-            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum").item()
+            total += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum"
+            ).item()
             count += int((y != -100).sum())
     val_loss = dict(scalars["val/loss"])[best_step]
     assert total / count == pytest.approx(val_loss, rel=1e-5)
@@ -61,7 +69,10 @@ def test_train_writes_a_complete_run(tmp_path, corpus):
     acc.Reload()
     plugin = acc.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugin and "_hparams_/experiment" in plugin
-    assert b"val/bpc" in plugin["_hparams_/experiment"] and b"model.hidden_size" in plugin["_hparams_/session_start_info"]
+    assert (
+        b"val/bpc" in plugin["_hparams_/experiment"]
+        and b"model.hidden_size" in plugin["_hparams_/session_start_info"]
+    )
 
 
 def test_same_seed_gives_identical_logged_values(tmp_path, corpus):
@@ -77,7 +88,10 @@ def test_same_seed_gives_identical_logged_values(tmp_path, corpus):
 def test_resume_from_checkpoint(tmp_path, corpus):
     tiny = ["data=text", f"data.path={corpus}", *TINY_RUN]
     train_in_process(tiny, tmp_path / "first")
-    train_in_process([*tiny, "trainer.max_steps=30", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "again")
+    train_in_process(
+        [*tiny, "trainer.max_steps=30", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path / "again",
+    )
     scalars = read_scalars(tmp_path / "again" / "tensorboard")
     assert [step for step, _ in scalars["val/bpc"]] == [29]
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["global_step"] == 30
@@ -101,12 +115,20 @@ def test_gpu_request_without_cuda_is_one_clear_error(tmp_path, corpus):
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError) as refused:
         train_in_process(["data=text", f"data.path={corpus}", "trainer=gpu"], tmp_path / "run")
-    assert "\n" not in str(refused.value) and "GPU" in str(refused.value) and "trainer=cpu" in str(refused.value)
+    assert (
+        "\n" not in str(refused.value) and "GPU" in str(refused.value) and "trainer=cpu" in str(refused.value)
+    )
 
 
 def test_module_entry_point_runs_from_another_directory(tmp_path, corpus):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "charrnn.cli.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "charrnn.cli.train", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "model: gru, lstm, rnn" in proc.stdout, proc.stdout + proc.stderr

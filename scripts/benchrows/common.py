@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "scripts" / "bench.py"  # the entry point (the memory row runs it again as a child)
@@ -20,7 +21,8 @@ def note(msg: str) -> None:
 
 def compose(overrides: list[str]) -> Any:
     """The project's own composed config (conf/train.yaml + overrides), as charrnn-train sees it."""
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
 
     import charrnn.cli.rundir  # noqa: F401  (registers the run-dir resolvers)
 
@@ -40,7 +42,9 @@ def last_line(text: str) -> str:
     return (text.strip().splitlines() or ["?"])[-1][:100]
 
 
-def interleaved(steps: dict[str, Callable[[], None]], rounds: int = 3, min_seconds: float = 1.0, warmup: int = 2) -> dict[str, float]:
+def interleaved(
+    steps: dict[str, Callable[[], None]], rounds: int = 3, min_seconds: float = 1.0, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per call of each step, timed in alternating rounds (a, b, a, b, ...) so load changes hit all alike."""
     for step in steps.values():
         for _ in range(warmup):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .common import Row, detach, interleaved, note
 
@@ -28,7 +29,9 @@ def matmul_peak() -> float:
     return 2 * 2048**3 / best
 
 
-def train_step(params: list[Any], forward: Callable[[Any, Any], Any], x: Any, y: Any, vocab_size: int) -> Callable[[], None]:
+def train_step(
+    params: list[Any], forward: Callable[[Any, Any], Any], x: Any, y: Any, vocab_size: int
+) -> Callable[[], None]:
     """One Adam step of forward(x, carried state) against targets y, the state carried and detached."""
     import torch
     from torch.nn import functional as F
@@ -67,10 +70,16 @@ def seconds_per_step(hidden: int, vocab_size: int) -> dict[str, float]:
         out, h = bare_lstm(x, h)
         return bare_head(out), h
 
-    return interleaved({
-        "CharRNN (one-hot)": train_step(list(project.parameters()), project_forward, x_idx, y, vocab_size),
-        "bare nn.LSTM (dense)": train_step([*bare_lstm.parameters(), *bare_head.parameters()], bare_forward, x_dense, y, vocab_size),
-    })
+    return interleaved(
+        {
+            "CharRNN (one-hot)": train_step(
+                list(project.parameters()), project_forward, x_idx, y, vocab_size
+            ),
+            "bare nn.LSTM (dense)": train_step(
+                [*bare_lstm.parameters(), *bare_head.parameters()], bare_forward, x_dense, y, vocab_size
+            ),
+        }
+    )
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -79,16 +88,32 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     vocab_size = len(Vocabulary.from_text(read_text_file(args.corpus)))
     peak = matmul_peak()
-    rows: list[Row] = [("flops", f"float32 matmul peak, {args.threads} threads", f"{peak / 1e9:.1f} GFLOP/s", "2048^3 torch.matmul, best of 5")]
+    rows: list[Row] = [
+        (
+            "flops",
+            f"float32 matmul peak, {args.threads} threads",
+            f"{peak / 1e9:.1f} GFLOP/s",
+            "2048^3 torch.matmul, best of 5",
+        )
+    ]
     for hidden in (128, 256, 512):
         # Matmul FLOPs per character: LSTM forward 2*4H(I+H), backward about twice that; head 2*H*V, x3.
         per_char = 3 * 2 * 4 * hidden * (vocab_size + hidden) + 3 * 2 * hidden * vocab_size
         note(f"flops: LSTM-{hidden}")
-        results = {name: per_char * BATCH * SEQ / sec for name, sec in seconds_per_step(hidden, vocab_size).items()}
+        results = {
+            name: per_char * BATCH * SEQ / sec for name, sec in seconds_per_step(hidden, vocab_size).items()
+        }
         ours, bare = results["CharRNN (one-hot)"], results["bare nn.LSTM (dense)"]
         target = TARGETS.get(hidden)
-        verdict = f"target >= {target:.0%} {'ok' if ours / peak >= target else 'MISSED'}" if target else "no target"
-        rows.append(("flops", f"LSTM-{hidden} {BATCH}x{SEQ} train step, % of peak",
-                     f"CharRNN {ours / peak:.0%} ({ours / 1e9:.1f} GFLOP/s), bare nn.LSTM {bare / peak:.0%} ({bare / 1e9:.1f})",
-                     f"{verdict}; {per_char / 1e6:.2f} MFLOP/char, V={vocab_size}"))
+        verdict = (
+            f"target >= {target:.0%} {'ok' if ours / peak >= target else 'MISSED'}" if target else "no target"
+        )
+        rows.append(
+            (
+                "flops",
+                f"LSTM-{hidden} {BATCH}x{SEQ} train step, % of peak",
+                f"CharRNN {ours / peak:.0%} ({ours / 1e9:.1f} GFLOP/s), bare nn.LSTM {bare / peak:.0%} ({bare / 1e9:.1f})",
+                f"{verdict}; {per_char / 1e6:.2f} MFLOP/char, V={vocab_size}",
+            )
+        )
     return rows

@@ -44,13 +44,19 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     kind = args.child.split(":", 1)[1]
     # The data module as the config builds it (wherever the class lives): the corpus, 64 x 128 windows.
-    cfg = compose(["data=text", f"data.path={args.corpus}", "data.batch_size=64", "data.seq_len=128", "output_dir=."])
+    cfg = compose(
+        ["data=text", f"data.path={args.corpus}", "data.batch_size=64", "data.seq_len=128", "output_dir=."]
+    )
     dm = instantiate(cfg.data)
     dm.setup("fit")
     model = CharRNN(len(dm.vocab), 512, cell="lstm")
     if kind == "train":
         train(model, dm, args.memory_steps)
-    extra = {"tokens_bytes": dm.tokens.element_size() * dm.tokens.numel(), "chars": dm.tokens.numel(), "vocab": len(dm.vocab)}
+    extra = {
+        "tokens_bytes": dm.tokens.element_size() * dm.tokens.numel(),
+        "chars": dm.tokens.numel(),
+        "vocab": len(dm.vocab),
+    }
     print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **extra}))
 
 
@@ -59,17 +65,37 @@ def run(args: argparse.Namespace) -> list[Row]:
     out = {}
     for kind in ("baseline", "train"):
         note(f"memory: {kind} (fresh process)")
-        cmd = [sys.executable, str(BENCH), "--corpus", str(args.corpus), "--threads", str(args.threads),
-               "--memory-steps", str(args.memory_steps), "--child", f"memory:{kind}"]
+        cmd = [
+            sys.executable,
+            str(BENCH),
+            "--corpus",
+            str(args.corpus),
+            "--threads",
+            str(args.threads),
+            "--memory-steps",
+            str(args.memory_steps),
+            "--child",
+            f"memory:{kind}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            return [("memory", f"{kind} measurement failed", f"exit {proc.returncode}", last_line(proc.stderr))]
+            return [
+                ("memory", f"{kind} measurement failed", f"exit {proc.returncode}", last_line(proc.stderr))
+            ]
         out[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
     base, trained = out["baseline"]["maxrss_kb"] / 1024, out["train"]["maxrss_kb"] / 1024
     n, v, tb = out["train"]["chars"], out["train"]["vocab"], out["train"]["tokens_bytes"]
     return [
-        ("memory", f"peak RSS, LSTM-512 64x128, {args.memory_steps} steps",
-         f"{trained:,.0f} MiB (imports + data + model: {base:,.0f} MiB; training adds {trained - base:,.0f})", "ru_maxrss, one fresh process each"),
-        ("memory", "corpus tensor vs one-hot", f"{tb / 2**20:,.1f} MiB int64 vs {n * v * 4 / 2**20:,.0f} MiB float32 one-hot",
-         f"{n:,} chars x V={v}; one-hot is made per batch only"),
+        (
+            "memory",
+            f"peak RSS, LSTM-512 64x128, {args.memory_steps} steps",
+            f"{trained:,.0f} MiB (imports + data + model: {base:,.0f} MiB; training adds {trained - base:,.0f})",
+            "ru_maxrss, one fresh process each",
+        ),
+        (
+            "memory",
+            "corpus tensor vs one-hot",
+            f"{tb / 2**20:,.1f} MiB int64 vs {n * v * 4 / 2**20:,.0f} MiB float32 one-hot",
+            f"{n:,} chars x V={v}; one-hot is made per batch only",
+        ),
     ]

@@ -30,8 +30,22 @@ from .common import Row, compose, detach, note
 NOTEBOOK_ANCHOR = "bare 435 steps/s, stock Lightning + self.log + clipping 195 steps/s (0.45)"
 # (name, overrides, steps per fit, warmup steps not timed, target Lightning / bare, steps per class swap when alternating)
 SETUPS = (
-    ("LSTM-256 32x64", ["data=text", "model=lstm", "model.hidden_size=256", "data.batch_size=32", "data.seq_len=64"], 120, 10, 0.95, 2),
-    ("notebook RNN-8 'hello' 1x4", ["data=hello", "model=rnn", "model.hidden_size=8", "optim.lr=0.01", "trainer.gradient_clip_val=1.0"], 800, 100, 0.60, 5),
+    (
+        "LSTM-256 32x64",
+        ["data=text", "model=lstm", "model.hidden_size=256", "data.batch_size=32", "data.seq_len=64"],
+        120,
+        10,
+        0.95,
+        2,
+    ),
+    (
+        "notebook RNN-8 'hello' 1x4",
+        ["data=hello", "model=rnn", "model.hidden_size=8", "optim.lr=0.01", "trainer.gradient_clip_val=1.0"],
+        800,
+        100,
+        0.60,
+        5,
+    ),
 )
 SIDES = ("bare", "Lightning", "no override")
 
@@ -68,7 +82,9 @@ def bare_round(cfg: Any, dm: Any, steps: int, warmup: int) -> float:
         for batch in loader:
             x, y = dm.on_after_batch_transfer(batch, 0)
             logits, state = model(x, detach(state))
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -102,11 +118,27 @@ class StepTimes(Callback):
 def fit(cfg: Any, dm: Any, steps: int, logdir: str, module_cls: type, timer: StepTimes) -> None:
     """The Trainer charrnn-train builds (minus validation and checkpoints) fitting module_cls for `steps` steps."""
     model = instantiate(cfg.model, vocab_size=len(dm.vocab))
-    module = module_cls(model, dm.vocab, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.scheduler),
-                        stateful=dm.batching == "stateful", sample_length=0)
-    callbacks = [c for c in (instantiate(c) for c in cfg.callbacks.values()) if not isinstance(c, ModelCheckpoint)]
-    trainer = instantiate(cfg.trainer, max_steps=steps, limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, logger=instantiate(cfg.logger.tensorboard, save_dir=logdir), callbacks=[*callbacks, timer])
+    module = module_cls(
+        model,
+        dm.vocab,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler),
+        stateful=dm.batching == "stateful",
+        sample_length=0,
+    )
+    callbacks = [
+        c for c in (instantiate(c) for c in cfg.callbacks.values()) if not isinstance(c, ModelCheckpoint)
+    ]
+    trainer = instantiate(
+        cfg.trainer,
+        max_steps=steps,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=instantiate(cfg.logger.tensorboard, save_dir=logdir),
+        callbacks=[*callbacks, timer],
+    )
     trainer.fit(module, datamodule=dm)
 
 
@@ -125,7 +157,7 @@ def alternating_round(cfg: Any, dm: Any, setup: tuple, logdir: str, other: type)
     fit(cfg, dm, steps, logdir, CharRNNModule, timer)
     # Step k took times[k] - times[k - 1] and ran as classes[k] (the first `warmup` steps are not counted).
     spent: dict[type, list[float]] = {CharRNNModule: [], other: []}
-    for cls, t0, t1 in zip(timer.classes[warmup:], timer.times[warmup - 1:], timer.times[warmup:]):
+    for cls, t0, t1 in zip(timer.classes[warmup:], timer.times[warmup - 1 :], timer.times[warmup:]):
         spent[cls].append(t1 - t0)
     return statistics.median(spent[other]) / statistics.median(spent[CharRNNModule])
 
@@ -140,12 +172,15 @@ def measure(name: str, cfg: Any, dm: Any, setup: tuple, rounds: int, logdir: str
     }
     found: dict[str, list[float]] = {key: [] for key in (*SIDES, "alternating", "control")}
     for r in range(rounds):
-        for side in SIDES[r % 3:] + SIDES[:r % 3]:
+        for side in SIDES[r % 3 :] + SIDES[: r % 3]:
             found[side].append(runs[side]())
         found["alternating"].append(alternating_round(cfg, dm, setup, logdir, WithoutOverride))
         found["control"].append(alternating_round(cfg, dm, setup, logdir, SameOverride))
-        note(f"overhead: {name} round {r + 1}/{rounds}: steps/s " + ", ".join(f"{s} {found[s][-1]:,.1f}" for s in SIDES)
-             + f"; with/without override {found['alternating'][-1]:.3f}, A/A control {found['control'][-1]:.3f}")
+        note(
+            f"overhead: {name} round {r + 1}/{rounds}: steps/s "
+            + ", ".join(f"{s} {found[s][-1]:,.1f}" for s in SIDES)
+            + f"; with/without override {found['alternating'][-1]:.3f}, A/A control {found['control'][-1]:.3f}"
+        )
     return found
 
 
@@ -159,17 +194,27 @@ def setup_rows(setup: tuple, found: dict[str, list[float]], chars: int) -> list[
     separate = [w / wo for w, wo in zip(found["Lightning"], found["no override"])]
     ok = "ok" if lt / b >= target else "MISSED"
     anchor = f"; anchor: {NOTEBOOK_ANCHOR}" if target < 0.9 else ""
-    what = "> 1: the override makes training faster" if HAS_OVERRIDE else "CharRNNModule has no __setattr__ override: both sides run the same code"
+    what = (
+        "> 1: the override makes training faster"
+        if HAS_OVERRIDE
+        else "CharRNNModule has no __setattr__ override: both sides run the same code"
+    )
     return [
         ("overhead", f"{name}: Lightning / bare", f"{lt / b:.2f}", f"target >= {target:.2f} {ok}"),
-        ("overhead", f"{name}: chars/s (steps/s)",
-         f"bare {b * chars:,.0f} ({b:,.1f}), Lightning {lt * chars:,.0f} ({lt:,.1f}), "
-         f"Lightning without __setattr__ override {plain * chars:,.0f} ({plain:,.1f})",
-         f"median of {len(separate)} interleaved rounds of {steps} steps{anchor}"),
-        ("overhead", f"{name}: __setattr__ override, speed with / without",
-         f"{spread(found['alternating'])}; A/A control {spread(found['control'])}; separate fits {spread(separate)}",
-         f"{what}; median (min to max) over rounds of: one fit swapping the module's class every {block} steps, "
-         f"median step time of each; the control swaps to an identical class"),
+        (
+            "overhead",
+            f"{name}: chars/s (steps/s)",
+            f"bare {b * chars:,.0f} ({b:,.1f}), Lightning {lt * chars:,.0f} ({lt:,.1f}), "
+            f"Lightning without __setattr__ override {plain * chars:,.0f} ({plain:,.1f})",
+            f"median of {len(separate)} interleaved rounds of {steps} steps{anchor}",
+        ),
+        (
+            "overhead",
+            f"{name}: __setattr__ override, speed with / without",
+            f"{spread(found['alternating'])}; A/A control {spread(found['control'])}; separate fits {spread(separate)}",
+            f"{what}; median (min to max) over rounds of: one fit swapping the module's class every {block} steps, "
+            f"median step time of each; the control swaps to an identical class",
+        ),
     ]
 
 
@@ -182,7 +227,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         for setup in SETUPS:
             overrides = setup[1] + ([f"data.path={args.corpus}"] if "data=text" in setup[1] else [])
             cfg = compose([*overrides, f"output_dir={tmp}"])
-            torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # what the Trainer sets, for every side
+            torch.use_deterministic_algorithms(
+                bool(cfg.trainer.deterministic)
+            )  # what the Trainer sets, for every side
             dm = instantiate(cfg.data)
             dm.setup("fit")
             found = measure(setup[0], cfg, dm, setup, args.rounds, tmp)

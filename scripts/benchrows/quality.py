@@ -25,12 +25,24 @@ def overrides_for(args: argparse.Namespace) -> tuple[list[str], list[str], bool]
     """(setup, all overrides, whether conf/experiment/shakespeare.yaml exists)."""
     has_experiment = (importlib.resources.files("charrnn.conf") / "experiment" / "shakespeare.yaml").is_file()
     # The fallback validates often enough to draw a curve (the default is every 250 steps).
-    setup = ["experiment=shakespeare"] if has_experiment else ["data=shakespeare", "model=lstm", "trainer.val_check_interval=100"]
+    setup = (
+        ["experiment=shakespeare"]
+        if has_experiment
+        else ["data=shakespeare", "model=lstm", "trainer.val_check_interval=100"]
+    )
     s = args.seconds
-    if has_experiment and compose(["experiment=shakespeare", "output_dir=."]).scheduler.get("max_seconds") is not None:
+    if (
+        has_experiment
+        and compose(["experiment=shakespeare", "output_dir=."]).scheduler.get("max_seconds") is not None
+    ):
         setup.append(f"scheduler.max_seconds={s}")  # the schedule follows the time budget given here
     max_time = f"00:{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
-    overrides = [*setup, f"data.path={args.corpus}", f"trainer.max_time={max_time}", "trainer.enable_progress_bar=false"]
+    overrides = [
+        *setup,
+        f"data.path={args.corpus}",
+        f"trainer.max_time={max_time}",
+        "trainer.enable_progress_bar=false",
+    ]
     return setup, overrides, has_experiment
 
 
@@ -58,11 +70,24 @@ def curve_rows(curve: list[tuple[float, float]], seconds: int) -> list[Row]:
     end_verdict = mark(l_end <= TARGET_END) if seconds == 240 else f"(budget here {seconds} s)"
     anchors = f"anchors: nanoGPT CPU {NANOGPT_CPU[0]} @ ~{NANOGPT_CPU[1]} s, bare LSTM-256 {BARE_LSTM[0]} @ {BARE_LSTM[1]} s"
     return [
-        ("quality", f"val loss @ {t30:.0f} s{at_30}", f"{l30:.3f} nats = {l30 / math.log(2):.3f} bpc",
-         f"target <= {TARGET_30S} {mark(l30 <= TARGET_30S and t30 <= 30)}"),
-        ("quality", f"val loss @ {t_end:.0f} s (end)", f"{l_end:.3f} nats = {l_end / math.log(2):.3f} bpc",
-         f"target <= {TARGET_END} (<= {TARGET_END / math.log(2):.2f} bpc) at 240 s {end_verdict}; {anchors}"),
-        ("quality", "curve (s: val loss)", "  ".join(f"{t:.0f}:{v:.3f}" for t, v in curve), "wall time from the run's first TensorBoard event"),
+        (
+            "quality",
+            f"val loss @ {t30:.0f} s{at_30}",
+            f"{l30:.3f} nats = {l30 / math.log(2):.3f} bpc",
+            f"target <= {TARGET_30S} {mark(l30 <= TARGET_30S and t30 <= 30)}",
+        ),
+        (
+            "quality",
+            f"val loss @ {t_end:.0f} s (end)",
+            f"{l_end:.3f} nats = {l_end / math.log(2):.3f} bpc",
+            f"target <= {TARGET_END} (<= {TARGET_END / math.log(2):.2f} bpc) at 240 s {end_verdict}; {anchors}",
+        ),
+        (
+            "quality",
+            "curve (s: val loss)",
+            "  ".join(f"{t:.0f}:{v:.3f}" for t, v in curve),
+            "wall time from the run's first TensorBoard event",
+        ),
     ]
 
 
@@ -81,8 +106,14 @@ def run(args: argparse.Namespace) -> list[Row]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fallback = "" if has_experiment else "  (conf/experiment/shakespeare.yaml missing: fallback)"
     shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
-    rows: list[Row] = [("quality", "setup", " ".join(setup) + fallback,
-                        f"{metrics['global_step']} steps, {metrics['train_chars_per_second']} chars/s; run {shown}")]
+    rows: list[Row] = [
+        (
+            "quality",
+            "setup",
+            " ".join(setup) + fallback,
+            f"{metrics['global_step']} steps, {metrics['train_chars_per_second']} chars/s; run {shown}",
+        )
+    ]
     rows.append(standard_val_row(run_dir, env))
     curve = val_curve(run_dir)
     if not curve:
@@ -94,10 +125,23 @@ def standard_val_row(run_dir: Path, env: dict[str, str]) -> Row:
     """The best checkpoint on the standard split (val = the corpus's last 10 %, as nanoGPT), through the real
     charrnn-eval, beside the project's own val split: the figure that compares with published ones."""
     exe = Path(sys.executable).parent / "charrnn-eval"
-    proc = subprocess.run([str(exe), str(run_dir), "split=val", "--json"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [str(exe), str(run_dir), "split=val", "--json"], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
-        return ("quality", "standard val (last 10 %)", f"charrnn-eval exit {proc.returncode}", last_line(proc.stderr))
+        return (
+            "quality",
+            "standard val (last 10 %)",
+            f"charrnn-eval exit {proc.returncode}",
+            last_line(proc.stderr),
+        )
     record = json.loads(proc.stdout.strip().splitlines()[-1])
-    held_out = "held out" if record["standard_val_held_out"] else "NOT held out (data.split trains on part of it)"
-    return ("quality", "standard val (last 10 %), best ckpt", f"{record['standard_val_loss']:.3f} nats",
-            f"project's val split {record['loss']:.3f} nats; {held_out}")
+    held_out = (
+        "held out" if record["standard_val_held_out"] else "NOT held out (data.split trains on part of it)"
+    )
+    return (
+        "quality",
+        "standard val (last 10 %), best ckpt",
+        f"{record['standard_val_loss']:.3f} nats",
+        f"project's val split {record['loss']:.3f} nats; {held_out}",
+    )

@@ -51,10 +51,24 @@ def model_rows(model: Any, vocab: Any, prompt: str, hidden: int, threads: int, l
         naives.append(naive_run(model, vocab, prompt))
     first = statistics.median(r[0] for r in runs)
     rate, base = statistics.median(r[1] for r in runs), statistics.median(naives)
-    verdict = f"target >= 3,000 {'ok' if rate >= 3000 else 'MISSED'}" if hidden == 512 and threads == SAMPLING_THREADS else ""
+    verdict = (
+        f"target >= 3,000 {'ok' if rate >= 3000 else 'MISSED'}"
+        if hidden == 512 and threads == SAMPLING_THREADS
+        else ""
+    )
     return [
-        ("sampling", f"LSTM-{hidden}, {label}: chars/s generator vs naive", f"{rate:,.0f} vs {base:,.0f} ({rate / base:.1f}x)", verdict),
-        ("sampling", f"LSTM-{hidden}, {label}: time to first char", f"{first * 1e3:.1f} ms", f"{len(prompt)}-char prompt, untrained model, V={len(vocab)}"),
+        (
+            "sampling",
+            f"LSTM-{hidden}, {label}: chars/s generator vs naive",
+            f"{rate:,.0f} vs {base:,.0f} ({rate / base:.1f}x)",
+            verdict,
+        ),
+        (
+            "sampling",
+            f"LSTM-{hidden}, {label}: time to first char",
+            f"{first * 1e3:.1f} ms",
+            f"{len(prompt)}-char prompt, untrained model, V={len(vocab)}",
+        ),
     ]
 
 

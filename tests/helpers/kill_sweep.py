@@ -17,6 +17,10 @@ class KillSweepAt(Callback):
         self.job, self.step, self.marker = int(job), int(step), Path(marker)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if HydraConfig.get().job.num == self.job and trainer.global_step >= self.step and not self.marker.exists():
+        if (
+            HydraConfig.get().job.num == self.job
+            and trainer.global_step >= self.step
+            and not self.marker.exists()
+        ):
             self.marker.touch()
             os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -6,12 +6,14 @@ The arguments are plain strings checked before torch is imported, so a typo fail
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from charrnn.core.errors import UserError
 
 NONE_WORDS = ("none", "null", "")
+
 
 def fail(prog: str, message: str) -> NoReturn:
     """One sentence on stderr and exit status 2: the convention for every user mistake."""
@@ -19,7 +21,9 @@ def fail(prog: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def parse_kv(args: Sequence[str], spec: dict[str, Callable[[str, str], Any]], usage: str) -> tuple[str, dict[str, Any]]:
+def parse_kv(
+    args: Sequence[str], spec: dict[str, Callable[[str, str], Any]], usage: str
+) -> tuple[str, dict[str, Any]]:
     """``PATH key=value ...`` -> ``(PATH, {key: converted value})``; raises UserError on any mistake.
 
     ``spec`` maps each allowed key to a converter ``(key, text) -> value``.
@@ -34,7 +38,9 @@ def parse_kv(args: Sequence[str], spec: dict[str, Callable[[str, str], Any]], us
     if not positional:
         raise UserError(f"missing the run directory or .ckpt file; {usage.splitlines()[0]}")
     if len(positional) > 1:
-        raise UserError(f"expected one run directory or .ckpt file and key=value pairs, got {len(positional)} plain arguments: {', '.join(map(repr, positional))}")
+        raise UserError(
+            f"expected one run directory or .ckpt file and key=value pairs, got {len(positional)} plain arguments: {', '.join(map(repr, positional))}"
+        )
     values: dict[str, Any] = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
@@ -103,7 +109,9 @@ def check_device(device: str) -> None:
         raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
 
 
-def run_cli(prog: str, usage: str, body: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+def run_cli(
+    prog: str, usage: str, body: Callable[[list[str]], int], argv: Sequence[str] | None = None
+) -> int:
     """``--help`` prints ``usage``; a UserError becomes one line on stderr and exit 2; Ctrl-C and closed pipes end quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):

@@ -51,7 +51,11 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
             f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
             f"(one SLURM task per device)"
         )
-    if processes > 1 and cfg.data.get("batching") == "stateful" and cfg.trainer.get("use_distributed_sampler", True):
+    if (
+        processes > 1
+        and cfg.data.get("batching") == "stateful"
+        and cfg.trainer.get("use_distributed_sampler", True)
+    ):
         raise UserError(
             "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
             "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
@@ -91,4 +95,6 @@ def check_monitors(callbacks: DictConfig) -> None:
     for name, node in callbacks.items():
         monitor = node.get("monitor") if hasattr(node, "get") else None
         if monitor is not None and str(monitor) not in MONITORABLE:
-            raise UserError(f"callbacks.{name}.monitor={monitor!r} is not a metric charrnn logs; set it to one of: {', '.join(MONITORABLE)}")
+            raise UserError(
+                f"callbacks.{name}.monitor={monitor!r} is not a metric charrnn logs; set it to one of: {', '.join(MONITORABLE)}"
+            )

@@ -27,9 +27,13 @@ def hydra_value(text: str) -> str:
         (override,) = OverridesParser.create().parse_overrides([f"key={text}"])
         if override.value() == text:
             return text
-    except Exception:  # Hydra's parser refuses it unquoted (OverrideParseException, LexerNoViableAltException)
+    except (
+        Exception
+    ):  # Hydra's parser refuses it unquoted (OverrideParseException, LexerNoViableAltException)
         pass
-    escaped = re.sub(r'(\\*)("|\Z)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text)
+    escaped = re.sub(
+        r'(\\*)("|\Z)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text
+    )
     return f'"{escaped}"'
 
 

@@ -28,7 +28,9 @@ def visible_cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def device_request(trainer: Any, cuda_devices: int | None = None, auto_uses_cuda: bool | None = None) -> DeviceRequest:
+def device_request(
+    trainer: Any, cuda_devices: int | None = None, auto_uses_cuda: bool | None = None
+) -> DeviceRequest:
     """What ``trainer`` asks for on a node with ``cuda_devices`` GPUs (default: this machine's).
 
     ``auto_uses_cuda`` says whether ``accelerator: auto`` lands on CUDA there (default: whether the
@@ -50,7 +52,9 @@ def device_request(trainer: Any, cuda_devices: int | None = None, auto_uses_cuda
         if cuda:
             count = max(cuda_devices, 1)
         elif spec == "-1" and accelerator == "cpu":
-            count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            count = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
         else:
             count = 1
     else:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from charrnn.cli.args import as_bool, as_int, as_str, check_device, check_path, parse_kv, run_cli
 from charrnn.core.errors import UserError
@@ -47,7 +48,12 @@ examples:
 
 SPLITS = ("val", "test", "train", "standard_val")
 SPEC: dict[str, Callable[[str, str], Any]] = {
-    "split": as_str, "path": as_str, "batch_size": as_int, "seq_len": as_int, "device": as_str, "allow_corpus_change": as_bool,
+    "split": as_str,
+    "path": as_str,
+    "batch_size": as_int,
+    "seq_len": as_int,
+    "device": as_str,
+    "allow_corpus_change": as_bool,
 }
 
 
@@ -87,15 +93,24 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
     if path and not Path(path).expanduser().is_absolute() and not Path(path).exists():
         # Relative to the directory training ran in (Hydra records it), not to ours.
         hydra_yaml = run.run_dir / ".hydra" / "hydra.yaml"
-        cwd = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None) if hydra_yaml.is_file() else None
+        cwd = (
+            OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd", default=None)
+            if hydra_yaml.is_file()
+            else None
+        )
         if cwd and (Path(cwd) / path).exists():
             path = str(Path(cwd) / path)
     corpus = data.get("corpus", "stdlib")
-    text = load_corpus(corpus, path, data.get("encoding", "utf-8"), data.get("errors", "strict"), data.get("max_chars"))
+    text = load_corpus(
+        corpus, path, data.get("encoding", "utf-8"), data.get("errors", "strict"), data.get("max_chars")
+    )
     check_corpus_unchanged(run, text, split, allow_change)
     vocab = Vocabulary.from_text(text)
     if vocab != run.vocab:
-        extra, missing = sorted(set(vocab.chars) - set(run.vocab.chars)), sorted(set(run.vocab.chars) - set(vocab.chars))
+        extra, missing = (
+            sorted(set(vocab.chars) - set(run.vocab.chars)),
+            sorted(set(run.vocab.chars) - set(vocab.chars)),
+        )
         raise UserError(
             f"the corpus the run's config names now has a different vocabulary than the checkpoint "
             f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
@@ -115,10 +130,16 @@ def standard_val_record(run: Any, batch_size: int, seq_len: int, one_hot: bool) 
     from charrnn.core.scoring import evaluate, standard_val_held_out
 
     data = run.config.get("data") or {}
-    tokens = split_tokens(run, "standard_val", allow_change=True)[0]  # the corpus was checked for the split asked for
+    tokens = split_tokens(run, "standard_val", allow_change=True)[
+        0
+    ]  # the corpus was checked for the split asked for
     metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
     held_out = data.get("corpus") != "hello" and standard_val_held_out(list(data.get("split")))
-    return {"standard_val_loss": metrics["loss"], "standard_val_bpc": metrics["bpc"], "standard_val_held_out": held_out}
+    return {
+        "standard_val_loss": metrics["loss"],
+        "standard_val_bpc": metrics["bpc"],
+        "standard_val_held_out": held_out,
+    }
 
 
 def evaluate_run(args: list[str]) -> int:
@@ -128,13 +149,17 @@ def evaluate_run(args: list[str]) -> int:
     if "split" in opts and "path" in opts:
         raise UserError("pass either split=... or path=..., not both")
     if "allow_corpus_change" in opts and "path" in opts:
-        raise UserError("allow_corpus_change is for a split of the run's corpus; path=FILE is scored as it is")
+        raise UserError(
+            "allow_corpus_change is for a split of the run's corpus; path=FILE is scored as it is"
+        )
     split = opts.get("split", "val")
     if split not in SPLITS:
         raise UserError(f"unknown split={split!r}; choose val, test, train or standard_val (or path=FILE)")
     from charrnn.core.windows import check_windows
 
-    check_windows(opts.get("batch_size", 1), opts.get("seq_len", 1), prefix="")  # the arguments first, then the files
+    check_windows(
+        opts.get("batch_size", 1), opts.get("seq_len", 1), prefix=""
+    )  # the arguments first, then the files
     check_path(path)
     if "path" in opts:
         check_path(opts["path"])
@@ -152,7 +177,11 @@ def evaluate_run(args: list[str]) -> int:
     check_windows(batch_size, seq_len, prefix="")  # before the text is read
     if "path" in opts:
         # encode raises the error that names any characters outside the vocabulary
-        tokens, one_hot, source = run.vocab.encode(read_text_file(opts["path"])), bool(data_cfg.get("one_hot", True)), opts["path"]
+        tokens, one_hot, source = (
+            run.vocab.encode(read_text_file(opts["path"])),
+            bool(data_cfg.get("one_hot", True)),
+            opts["path"],
+        )
     else:
         tokens, one_hot = split_tokens(run, split, opts.get("allow_corpus_change", False))
         source = f"split={split}"
@@ -170,15 +199,23 @@ def evaluate_run(args: list[str]) -> int:
         record.update(standard_val_record(run, batch_size, seq_len, one_hot))
     if not json_only:
         print(f"checkpoint   {record['checkpoint']}")
-        print(f"text         {source}: {metrics['chars']:,} characters scored, batch_size={batch_size} seq_len={seq_len}, state carried")
+        print(
+            f"text         {source}: {metrics['chars']:,} characters scored, batch_size={batch_size} seq_len={seq_len}, state carried"
+        )
         print(f"loss         {metrics['loss']:.6f} nats/char")
         print(f"bpc          {metrics['bpc']:.6f} bits/char")
         print(f"perplexity   {metrics['perplexity']:.4f}")
         print(f"accuracy     {metrics['acc']:.4%}")
         if "standard_val_loss" in record:
-            held_out = "held out" if record["standard_val_held_out"] else "NOT held out: the run trained on part of it"
-            print(f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
-                  f"(the corpus's last 10 %, as nanoGPT; {held_out})")
+            held_out = (
+                "held out"
+                if record["standard_val_held_out"]
+                else "NOT held out: the run trained on part of it"
+            )
+            print(
+                f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
+                f"(the corpus's last 10 %, as nanoGPT; {held_out})"
+            )
     print(json.dumps(record))
     return 0
 

@@ -58,7 +58,10 @@ def share_machine(cfg: DictConfig, job: Job) -> DictConfig:
         parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
         torch.set_num_threads(max(1, cores // parallel))
         if int(cfg.data.get("num_workers", 0)) > 0:
-            print(f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib launcher", file=sys.stderr)
+            print(
+                f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib launcher",
+                file=sys.stderr,
+            )
             cfg = OmegaConf.merge(cfg, {"data": {"num_workers": 0}})
     elif job.launched_by("submitit") and job.cpus_per_task:
         torch.set_num_threads(int(job.cpus_per_task))

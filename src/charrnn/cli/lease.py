@@ -27,12 +27,12 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from charrnn.cli.devices import device_request, visible_cuda_devices
@@ -56,7 +56,13 @@ class Lease:
     record: Any = field(default=None, repr=False)
 
     def fields(self) -> dict[str, Any]:
-        return {"index": self.index, "slot": self.slot, "lock_file": self.lock_file, "leased_at": self.leased_at, "released_at": self.released_at}
+        return {
+            "index": self.index,
+            "slot": self.slot,
+            "lock_file": self.lock_file,
+            "leased_at": self.leased_at,
+            "released_at": self.released_at,
+        }
 
     def report_to(self, record: Any) -> None:
         """Write this lease into ``record`` now, and its release time when it ends."""
@@ -80,10 +86,16 @@ def lease_settings(cfg: DictConfig) -> tuple[list[int] | None, int, Path]:
     pool = settings.get("pool")
     if pool is not None:
         if not OmegaConf.is_list(pool) or len(pool) == 0:
-            raise UserError(f"device_lease.pool must be a list of device indices such as [0,1], got {pool!r}; write 'device_lease.pool=[0,1]' or null for every GPU")
-        pool = [checked(f"device_lease.pool[{k}]", value, integer=True, low=0) for k, value in enumerate(pool)]
+            raise UserError(
+                f"device_lease.pool must be a list of device indices such as [0,1], got {pool!r}; write 'device_lease.pool=[0,1]' or null for every GPU"
+            )
+        pool = [
+            checked(f"device_lease.pool[{k}]", value, integer=True, low=0) for k, value in enumerate(pool)
+        ]
         if len(set(pool)) != len(pool):
-            raise UserError(f"device_lease.pool lists a device twice ({pool}); list each device once and set device_lease.jobs_per_gpu for more jobs per device")
+            raise UserError(
+                f"device_lease.pool lists a device twice ({pool}); list each device once and set device_lease.jobs_per_gpu for more jobs per device"
+            )
     jobs_per_gpu = checked("device_lease.jobs_per_gpu", settings.get("jobs_per_gpu", 1), integer=True, low=1)
     lock_dir = settings.get("lock_dir") or f"/tmp/charrnn-device-leases-{os.getuid()}"
     return pool, jobs_per_gpu, Path(str(lock_dir)).expanduser()
@@ -121,13 +133,19 @@ def hold_slot(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -
         lock_dir.mkdir(parents=True, exist_ok=True)
         taken = try_slots(pool, jobs_per_gpu, lock_dir, holder)
     except OSError as e:
-        error = storage_error(e, lock_dir, fix="set device_lease.lock_dir=DIR to a writable local directory", creating=True)
+        error = storage_error(
+            e, lock_dir, fix="set device_lease.lock_dir=DIR to a writable local directory", creating=True
+        )
         if error is None:
             raise
         raise error from None
     if taken is None:
-        print(f"charrnn-train: note: all {len(pool) * jobs_per_gpu} device slots (device_lease.pool={pool}, jobs_per_gpu={jobs_per_gpu}) "
-              f"are leased by other jobs; waiting for one (lock files in {lock_dir})", file=sys.stderr, flush=True)
+        print(
+            f"charrnn-train: note: all {len(pool) * jobs_per_gpu} device slots (device_lease.pool={pool}, jobs_per_gpu={jobs_per_gpu}) "
+            f"are leased by other jobs; waiting for one (lock files in {lock_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
     while taken is None:
         time.sleep(POLL_SECONDS)
         taken = try_slots(pool, jobs_per_gpu, lock_dir, holder)
@@ -155,8 +173,12 @@ def lease_device(cfg: DictConfig, job: Job) -> Iterator[Lease | None]:
     visible = visible_cuda_devices()
     pool = list(range(visible)) if pool is None else pool
     if gpu and any(index >= visible for index in pool):
-        raise UserError(f"device_lease.pool={pool} names a GPU this machine does not have (it has {visible}: 0 to {visible - 1}); list only those")
-    with hold_slot(pool, jobs_per_gpu, lock_dir, f"pid {os.getpid()} on {os.uname().nodename}: {cfg.output_dir}") as lease:
+        raise UserError(
+            f"device_lease.pool={pool} names a GPU this machine does not have (it has {visible}: 0 to {visible - 1}); list only those"
+        )
+    with hold_slot(
+        pool, jobs_per_gpu, lock_dir, f"pid {os.getpid()} on {os.uname().nodename}: {cfg.output_dir}"
+    ) as lease:
         lease.pinned = gpu
         yield lease
 

@@ -29,8 +29,11 @@ PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "numpy", "tensorboa
 
 def git_state(path: Path) -> dict[str, Any] | None:
     """Commit and dirty flag of the git checkout holding ``path``, or None outside one."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=path, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -53,7 +56,11 @@ def versions() -> dict[str, str]:
 
 
 def device_info(accelerator: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"accelerator": accelerator, "host": socket.gethostname(), "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "accelerator": accelerator,
+        "host": socket.gethostname(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
@@ -101,7 +108,10 @@ class RunRecord:
         if "SLURM_JOB_ID" in os.environ:  # which SLURM job and attempt (a requeued job restarts with a count)
             task = os.environ.get("SLURM_ARRAY_TASK_ID")
             job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{task}" if task else os.environ["SLURM_JOB_ID"]
-            self.data["slurm"] = {"job": job, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
+            self.data["slurm"] = {
+                "job": job,
+                "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            }
         if earlier:
             self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
         self.written = False

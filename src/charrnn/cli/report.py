@@ -82,7 +82,9 @@ def log_error(job_dir: Path) -> str:
             lines = log.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        if any("Traceback (most recent call last)" in line or "Error executing job" in line for line in lines):
+        if any(
+            "Traceback (most recent call last)" in line or "Error executing job" in line for line in lines
+        ):
             errors = [line.strip() for line in lines if re.match(r"^\s*\w+(Error|Exception)\b", line)]
             return errors[-1] if errors else "see " + log.name
     return ""
@@ -110,7 +112,10 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
     elif run.get("status") == "pruned":  # an Optuna trial its pruner stopped: a result, with its curve so far
         job.status = "pruned"
     elif run.get("status") == "stopped":
-        job.status, job.error = "stopped", f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: {resume_command(path)}"
+        job.status, job.error = (
+            "stopped",
+            f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: {resume_command(path)}",
+        )
     job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
     if job.status == "cancelled" and run.get("status") == "stopped":  # it caught SLURM's SIGTERM
         job.error += f"; stopped at step {run.get('global_step', '?')} with last.ckpt"
@@ -125,7 +130,9 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
     if number(run.get("wall_seconds")) is not None:
         job.wall = number(run["wall_seconds"])
     elif config.exists():
-        job.wall = (error_file.stat().st_mtime if error_file.is_file() else time.time()) - config.stat().st_mtime
+        job.wall = (
+            error_file.stat().st_mtime if error_file.is_file() else time.time()
+        ) - config.stat().st_mtime
 
 
 def number(value: Any) -> float | None:
@@ -145,22 +152,43 @@ def read_overrides(job: Job) -> None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raw = f"unreadable ({type(e).__name__})"
     if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
-        job.notes.append(".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not shown")
+        job.notes.append(
+            ".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not shown"
+        )
         return
     job.overrides = dict(o.partition("=")[::2] for o in raw)
-    job.overrides.pop("++callbacks.optuna_pruning", None)  # the Optuna trial's channel to its study, not a param
+    job.overrides.pop(
+        "++callbacks.optuna_pruning", None
+    )  # the Optuna trial's channel to its study, not a param
 
 
 def read_metrics(job: Job, metrics: dict[str, Any]) -> None:
     """A finished job's figures from its metrics.json; values of the wrong type show as ``-``, with a note."""
     final = metrics.get("final")
-    job.best, job.final = number(metrics.get("best_val_bpc")), number(final.get("val/bpc")) if isinstance(final, dict) else None
-    job.epochs, job.steps, job.wall = whole(metrics.get("epochs")), whole(metrics.get("global_step")), number(metrics.get("wall_seconds"))
+    job.best, job.final = (
+        number(metrics.get("best_val_bpc")),
+        number(final.get("val/bpc")) if isinstance(final, dict) else None,
+    )
+    job.epochs, job.steps, job.wall = (
+        whole(metrics.get("epochs")),
+        whole(metrics.get("global_step")),
+        number(metrics.get("wall_seconds")),
+    )
     checkpoint = metrics.get("best_checkpoint")
     job.checkpoint = checkpoint if isinstance(checkpoint, str) else ""
-    expected = {"best_val_bpc": job.best, "epochs": job.epochs, "global_step": job.steps, "wall_seconds": job.wall}
+    expected = {
+        "best_val_bpc": job.best,
+        "epochs": job.epochs,
+        "global_step": job.steps,
+        "wall_seconds": job.wall,
+    }
     wrong = [k for k, v in expected.items() if v is None and metrics.get(k) is not None]
-    wrong += ["final"] if final is not None and (not isinstance(final, dict) or job.final is None and final.get("val/bpc") is not None) else []
+    wrong += (
+        ["final"]
+        if final is not None
+        and (not isinstance(final, dict) or job.final is None and final.get("val/bpc") is not None)
+        else []
+    )
     wrong += ["best_checkpoint"] if checkpoint is not None and not isinstance(checkpoint, str) else []
     if wrong:
         job.notes.append(f"metrics.json holds values of the wrong type ({', '.join(wrong)}), shown as -")
@@ -169,7 +197,11 @@ def read_metrics(job: Job, metrics: dict[str, Any]) -> None:
 def read_done_without_metrics(job: Job, run: dict[str, Any]) -> None:
     """A job whose run.json says done but whose metrics.json is damaged: run.json's and TensorBoard's figures."""
     job.status = "done"
-    job.best, job.steps, job.wall = number(run.get("best_val_bpc")), whole(run.get("global_step")), number(run.get("wall_seconds"))
+    job.best, job.steps, job.wall = (
+        number(run.get("best_val_bpc")),
+        whole(run.get("global_step")),
+        number(run.get("wall_seconds")),
+    )
     job.final = job.curve[-1][1] if job.curve else None
     best = sorted((job.path / "checkpoints").glob("best-*.ckpt"))
     job.checkpoint = str(best[-1]) if best else ""
@@ -196,7 +228,14 @@ def read_job(path: Path) -> Job:
 def find_jobs(sweep: Path) -> list[Job]:
     dirs = [p for p in sorted(sweep.iterdir()) if (p / ".hydra" / "overrides.yaml").is_file()]
     jobs = [read_job(p) for p in dirs]
-    jobs.sort(key=lambda j: (j.status in ("failed", "cancelled"), j.best is None, j.best if j.best is not None else 0.0, j.num))
+    jobs.sort(
+        key=lambda j: (
+            j.status in ("failed", "cancelled"),
+            j.best is None,
+            j.best if j.best is not None else 0.0,
+            j.num,
+        )
+    )
     return jobs
 
 
@@ -220,28 +259,58 @@ def short_path(path: str, job_dir: Path) -> str:
 
 
 def rows(jobs: list[Job], keys: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["job", *keys, "status", "best val/bpc", "final val/bpc", "epochs", "steps", "wall s", "checkpoint"]
+    header = [
+        "job",
+        *keys,
+        "status",
+        "best val/bpc",
+        "final val/bpc",
+        "epochs",
+        "steps",
+        "wall s",
+        "checkpoint",
+    ]
     table = [
-        [str(j.num), *(j.overrides.get(k, "") for k in keys), j.status, fmt(j.best), fmt(j.final), fmt(j.epochs), fmt(j.steps), fmt(j.wall, 1), short_path(j.checkpoint, j.path)]
+        [
+            str(j.num),
+            *(j.overrides.get(k, "") for k in keys),
+            j.status,
+            fmt(j.best),
+            fmt(j.final),
+            fmt(j.epochs),
+            fmt(j.steps),
+            fmt(j.wall, 1),
+            short_path(j.checkpoint, j.path),
+        ]
         for j in jobs
     ]
     return header, table
 
 
-def write_markdown(path: Path, sweep: Path, header: list[str], table: list[list[str]], jobs: list[Job]) -> None:
+def write_markdown(
+    path: Path, sweep: Path, header: list[str], table: list[list[str]], jobs: list[Job]
+) -> None:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     counts = {s: sum(j.status == s for j in jobs) for s in STATUS_ORDER}
     shown = [s for s in STATUS_ORDER if counts[s] or s in ("done", "running", "failed")]
-    lines = [f"# Sweep report: {sweep}", "", f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown), ""]
+    lines = [
+        f"# Sweep report: {sweep}",
+        "",
+        f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown),
+        "",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, row in zip(jobs, table):
         row = row[:-1] + [short_path(job.checkpoint, sweep) if job.checkpoint else "-"]
         lines.append("| " + " | ".join(cell(c) for c in row) + " |")
     failed = [j for j in jobs if j.status in UNFINISHED]
     if failed:
-        lines += ["", "## Failed jobs", ""] + [f"- job {j.num} (`{j.path.name}`) {j.status}: {j.error}" + (f"; log: `{j.log}`" if j.log else "") for j in failed]
+        lines += ["", "## Failed jobs", ""] + [
+            f"- job {j.num} (`{j.path.name}`) {j.status}: {j.error}" + (f"; log: `{j.log}`" if j.log else "")
+            for j in failed
+        ]
     lines += ["", "![val/bpc by parameter and validation curves](report.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -249,15 +318,41 @@ def write_markdown(path: Path, sweep: Path, header: list[str], table: list[list[
 def write_csv(path: Path, keys: list[str], jobs: list[Job]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["job", "dir", *keys, "status", "best_val_bpc", "final_val_bpc", "epochs", "steps", "wall_seconds", "checkpoint", "error", "log", "overrides"])
+        writer.writerow(
+            [
+                "job",
+                "dir",
+                *keys,
+                "status",
+                "best_val_bpc",
+                "final_val_bpc",
+                "epochs",
+                "steps",
+                "wall_seconds",
+                "checkpoint",
+                "error",
+                "log",
+                "overrides",
+            ]
+        )
         for j in jobs:
-            writer.writerow([
-                j.num, j.path.name, *(j.overrides.get(k, "") for k in keys), j.status,
-                "" if j.best is None else j.best, "" if j.final is None else j.final,
-                "" if j.epochs is None else j.epochs, "" if j.steps is None else j.steps,
-                "" if j.wall is None else round(j.wall, 3), j.checkpoint, j.error, j.log,
-                " ".join(f"{k}={v}" for k, v in j.overrides.items()),
-            ])
+            writer.writerow(
+                [
+                    j.num,
+                    j.path.name,
+                    *(j.overrides.get(k, "") for k in keys),
+                    j.status,
+                    "" if j.best is None else j.best,
+                    "" if j.final is None else j.final,
+                    "" if j.epochs is None else j.epochs,
+                    "" if j.steps is None else j.steps,
+                    "" if j.wall is None else round(j.wall, 3),
+                    j.checkpoint,
+                    j.error,
+                    j.log,
+                    " ".join(f"{k}={v}" for k, v in j.overrides.items()),
+                ]
+            )
 
 
 def as_number(text: str) -> float | None:
@@ -283,15 +378,28 @@ def write_plot(path: Path, keys: list[str], jobs: list[Job], title: str) -> None
     for ax, key in zip(flat, keys):
         values = [j.overrides.get(key, "") for j in scored]
         numbers = [as_number(v) for v in values]
-        colors = ["tab:red" if j.status in ("failed", "cancelled") else "tab:blue" if j.status == "done" else "tab:orange" for j in scored]
-        if len(set(values)) > 6 and all(n is not None for n in numbers):  # a continuous search (optuna): a numeric axis
+        colors = [
+            "tab:red"
+            if j.status in ("failed", "cancelled")
+            else "tab:blue"
+            if j.status == "done"
+            else "tab:orange"
+            for j in scored
+        ]
+        if len(set(values)) > 6 and all(
+            n is not None for n in numbers
+        ):  # a continuous search (optuna): a numeric axis
             xs: list[float] = [float(n) for n in numbers if n is not None]
             if min(xs) > 0 and max(xs) / min(xs) >= 10:
                 ax.set_xscale("log")
         else:  # a grid or a choice: one column per value, numbers in numeric order
             categories = sorted(set(values), key=lambda v: (as_number(v) is None, as_number(v) or 0.0, v))
             xs = [float(categories.index(v)) for v in values]
-            ax.set_xticks(range(len(categories)), categories, rotation=30 if max(map(len, categories), default=0) > 6 else 0)
+            ax.set_xticks(
+                range(len(categories)),
+                categories,
+                rotation=30 if max(map(len, categories), default=0) > 6 else 0,
+            )
             ax.set_xlim(-0.5, max(len(categories), 1) - 0.5)
         ax.scatter(xs, [j.best for j in scored], c=colors)
         for x, j in zip(xs, scored):
@@ -302,7 +410,9 @@ def write_plot(path: Path, keys: list[str], jobs: list[Job], title: str) -> None
     for j in jobs:
         if j.curve:
             label = f"{j.num}: " + ", ".join(f"{k}={j.overrides.get(k, '')}" for k in keys)
-            curves.plot([s for s, _ in j.curve], [v for _, v in j.curve], marker="o", markersize=3, label=label[:60])
+            curves.plot(
+                [s for s, _ in j.curve], [v for _, v in j.curve], marker="o", markersize=3, label=label[:60]
+            )
     curves.set(xlabel="step", ylabel="val/bpc", title="validation curves")
     curves.grid(alpha=0.3)
     if any(j.curve for j in jobs):
@@ -321,8 +431,21 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
 
     out = Table(title=f"sweep {sweep}", title_justify="left")
     for name in header:
-        out.add_column(name, overflow="fold", justify="right" if name in ("job", "best val/bpc", "final val/bpc", "epochs", "steps", "wall s") else "left")
-    style = {"done": "", "pruned": "blue", "running": "yellow", "stopped": "cyan", "cancelled": "magenta", "failed": "red"}
+        out.add_column(
+            name,
+            overflow="fold",
+            justify="right"
+            if name in ("job", "best val/bpc", "final val/bpc", "epochs", "steps", "wall s")
+            else "left",
+        )
+    style = {
+        "done": "",
+        "pruned": "blue",
+        "running": "yellow",
+        "stopped": "cyan",
+        "cancelled": "magenta",
+        "failed": "red",
+    }
     for job, row in zip(jobs, table):
         out.add_row(*row, style=style[job.status])
     console = Console()
@@ -332,10 +455,17 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
     for j in jobs:
         if j.status in UNFINISHED:
             log = f"; log: {j.log}" if j.log else ""
-            console.print(f"[{style[j.status]}]job {j.num} {j.status}:[/] {j.error}{log}", markup=True, highlight=False, soft_wrap=True)
+            console.print(
+                f"[{style[j.status]}]job {j.num} {j.status}:[/] {j.error}{log}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
-def write_reports(sweep: Path, header: list[str], table: list[list[str]], keys: list[str], jobs: list[Job]) -> None:
+def write_reports(
+    sweep: Path, header: list[str], table: list[list[str]], keys: list[str], jobs: list[Job]
+) -> None:
     """report.md, report.csv and report.png in the sweep dir; a dir that cannot be written is one sentence, exit 2."""
     target = sweep / "report.md"
     try:
@@ -363,15 +493,26 @@ def report(sweep: Path) -> list[Job]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="charrnn-report", description="Summarise a charrnn-train sweep (-m) directory: table, report.md, report.csv, report.png.")
-    parser.add_argument("sweep_dir", help="a multirun directory, e.g. outputs/multirun/2026-11-25/13-45-20_35bb23")
+    parser = argparse.ArgumentParser(
+        prog="charrnn-report",
+        description="Summarise a charrnn-train sweep (-m) directory: table, report.md, report.csv, report.png.",
+    )
+    parser.add_argument(
+        "sweep_dir", help="a multirun directory, e.g. outputs/multirun/2026-11-25/13-45-20_35bb23"
+    )
     args = parser.parse_args(argv)
     sweep = Path(args.sweep_dir).expanduser()
     if not sweep.is_dir():
-        print(f"charrnn-report: error: {str(sweep)!r} is not a directory; pass a sweep directory such as outputs/multirun/<date>/<time>_<id>", file=sys.stderr)
+        print(
+            f"charrnn-report: error: {str(sweep)!r} is not a directory; pass a sweep directory such as outputs/multirun/<date>/<time>_<id>",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if not any((p / ".hydra" / "overrides.yaml").is_file() for p in sweep.iterdir()):
-        print(f"charrnn-report: error: {str(sweep)!r} holds no sweep jobs (subdirectories with .hydra/overrides.yaml); pass the directory that charrnn-train -m made", file=sys.stderr)
+        print(
+            f"charrnn-report: error: {str(sweep)!r} holds no sweep jobs (subdirectories with .hydra/overrides.yaml); pass the directory that charrnn-train -m made",
+            file=sys.stderr,
+        )
         sys.exit(2)
     report(sweep)
 

@@ -21,9 +21,10 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -51,21 +52,29 @@ def resumable(resume: Any) -> bool:
 # Cached: every use within one config resolves to the same value.
 OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-OmegaConf.register_new_resolver("run_dir", lambda resume, new: str(resume) if resumable(resume) else new, replace=True)
+OmegaConf.register_new_resolver(
+    "run_dir", lambda resume, new: str(resume) if resumable(resume) else new, replace=True
+)
 # Keyed on the job's own dir, so a job of a resumed sweep that had started keeps its original config too.
-OmegaConf.register_new_resolver("config_subdir", lambda out, rid: f".hydra/resume-{rid}" if resumable(out) else ".hydra", replace=True)
+OmegaConf.register_new_resolver(
+    "config_subdir", lambda out, rid: f".hydra/resume-{rid}" if resumable(out) else ".hydra", replace=True
+)
 
 
 def read_run_file(path: Path) -> Any:
     """A run dir's ``.hydra/config.yaml`` or ``*.json``, with a damaged file reported in one sentence."""
     try:
-        data = OmegaConf.load(path) if path.suffix == ".yaml" else json.loads(path.read_text(encoding="utf-8"))
+        data = (
+            OmegaConf.load(path) if path.suffix == ".yaml" else json.loads(path.read_text(encoding="utf-8"))
+        )
         if not isinstance(data, (DictConfig, dict)):
             raise ValueError("not a mapping")
         return data
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{str(path)!r} is damaged ({reason}); restore it from a backup, or start a new run") from None
+        raise UserError(
+            f"{str(path)!r} is damaged ({reason}); restore it from a backup, or start a new run"
+        ) from None
 
 
 def final_config(cfg: DictConfig, job: Job) -> tuple[DictConfig, dict[str, Any] | None]:
@@ -79,7 +88,9 @@ def final_config(cfg: DictConfig, job: Job) -> tuple[DictConfig, dict[str, Any] 
     if cfg.get("resume"):
         cfg = resume_config(cfg, job.overrides)
     elif (last := requeued_checkpoint(cfg.output_dir)) is not None:
-        cfg = OmegaConf.merge(cfg, {"ckpt_path": str(last)})  # a requeued SLURM job continues its own run, in its own dir
+        cfg = OmegaConf.merge(
+            cfg, {"ckpt_path": str(last)}
+        )  # a requeued SLURM job continues its own run, in its own dir
     checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     return cfg, checkpoint
 
@@ -97,7 +108,9 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     run = Path(str(cfg.resume)).expanduser()
     saved, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
     if not saved.is_file() or not last.is_file():
-        raise UserError(f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory")
+        raise UserError(
+            f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory"
+        )
     resumed = read_run_file(saved)
     limits = OmegaConf.masked_copy(resumed.trainer, ["max_steps", "max_epochs", "max_time"])
     for override in overrides:
@@ -105,12 +118,16 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if key.lstrip("+~") in ("resume", "output_dir") or "/" in key:
             continue
         if "." not in key and isinstance(OmegaConf.select(resumed, key), DictConfig):
-            raise UserError(f"'{override}' switches a config group, which a resumed run cannot do; override single values such as trainer.max_steps=N")
+            raise UserError(
+                f"'{override}' switches a config group, which a resumed run cannot do; override single values such as trainer.max_steps=N"
+            )
         OmegaConf.update(resumed, key.lstrip("+"), yaml_value(value), force_add=True)
     record = run / "run.json"
     finished = record.is_file() and read_run_file(record).get("status") == "done"
     if finished and limits == OmegaConf.masked_copy(resumed.trainer, list(limits)):
-        raise UserError(f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / max_epochs / max_time with resume=")
+        raise UserError(
+            f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / max_epochs / max_time with resume="
+        )
     resumed.output_dir = cfg.output_dir
     resumed.ckpt_path = str(last)
     resumed.resume = None
@@ -121,7 +138,9 @@ def yaml_value(text: str) -> Any:
     return OmegaConf.create({"v": text}).v if text == "" else OmegaConf.create(f"v: {text}").v
 
 
-def check_resume_matches(ckpt: dict[str, Any], vocab_chars: list[str], model_config: dict[str, Any], path: str) -> None:
+def check_resume_matches(
+    ckpt: dict[str, Any], vocab_chars: list[str], model_config: dict[str, Any], path: str
+) -> None:
     """A checkpoint only resumes a run whose data and model have its vocabulary and shapes."""
     hparams = ckpt["hyper_parameters"]
     if list(hparams.get("vocab", "")) != vocab_chars:
@@ -132,8 +151,12 @@ def check_resume_matches(ckpt: dict[str, Any], vocab_chars: list[str], model_con
     saved = hparams.get("model", {})
     differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
     if differing:
-        shown = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing)
-        raise UserError(f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with")
+        shown = ", ".join(
+            f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing
+        )
+        raise UserError(
+            f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with"
+        )
 
 
 @contextlib.contextmanager
@@ -152,7 +175,9 @@ def lock_run(out: Any) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"run {str(out)!r} is being trained by another process right now; wait for it to end (or stop it), then resume=") from None
+            raise UserError(
+                f"run {str(out)!r} is being trained by another process right now; wait for it to end (or stop it), then resume="
+            ) from None
         yield
 
 

@@ -10,10 +10,20 @@ The arguments are checked before torch is imported, so a typo fails at once (:mo
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from charrnn.cli.args import as_float, as_int, as_optional_int, as_prompt, as_str, check_device, check_path, parse_kv, run_cli
+from charrnn.cli.args import (
+    as_float,
+    as_int,
+    as_optional_int,
+    as_prompt,
+    as_str,
+    check_device,
+    check_path,
+    parse_kv,
+    run_cli,
+)
 from charrnn.core.errors import UserError
 
 USAGE = """\

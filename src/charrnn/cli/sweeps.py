@@ -11,12 +11,14 @@ and kept out of the job dir names. Each job (:func:`sweep_job_config`) then deci
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from charrnn.core.errors import UserError
+
 
 def is_sweep_dir(path: Path) -> bool:
     return (path / "multirun.yaml").is_file()
@@ -39,17 +41,29 @@ def override_key(override: str) -> str:
 def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
     """The command line that continues sweep ``sweep``: its own overrides, its dir, this call's extras."""
     if not is_sweep_dir(sweep):
-        raise UserError(f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a -m run wrote, or drop -m to resume one run")
+        raise UserError(
+            f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a -m run wrote, or drop -m to resume one run"
+        )
     saved = OmegaConf.load(sweep / "multirun.yaml")
     task = [o for o in saved.hydra.overrides.task if override_key(o) not in ("resume", "resume_extra")]
-    hydra_overrides = [o for o in saved.hydra.overrides.hydra if override_key(o) not in ("hydra.sweep.dir", "hydra.job.config.override_dirname.exclude_keys")]
+    hydra_overrides = [
+        o
+        for o in saved.hydra.overrides.hydra
+        if override_key(o) not in ("hydra.sweep.dir", "hydra.job.config.override_dirname.exclude_keys")
+    ]
     flags = [a for a in argv if a.startswith("-")]
     # An override the sweep was launched with, repeated as it was, changes nothing.
     extras = [a for a in argv if not a.startswith("-") and override_key(a) != "resume" and a not in task]
     identity = {override_key(o) for o in task if "," in o.partition("=")[2] or "(" in o.partition("=")[2]}
     for extra in extras:
         key = override_key(extra)
-        if key in identity or key.startswith(("data.", "hydra")) or key == "data" or "/" in key or "." not in key:
+        if (
+            key in identity
+            or key.startswith(("data.", "hydra"))
+            or key == "data"
+            or "/" in key
+            or "." not in key
+        ):
             raise UserError(
                 f"'{extra}' would change which jobs this sweep is (its swept keys, its data, its config groups or launcher); "
                 f"a resumed sweep takes only single values such as trainer.max_steps=N -- start a new sweep for this"
@@ -59,8 +73,15 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
     before = list(saved.hydra.job.config.override_dirname.exclude_keys)
     excluded = before + [k for k in ("resume", "resume_extra") if k not in before]
     extra_list = ",".join(repr(e) for e in extras)
-    return [*flags, *hydra_overrides, f"hydra.sweep.dir={sweep}", f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
-            *task, f"resume={sweep}", f"+resume_extra=[{extra_list}]"]
+    return [
+        *flags,
+        *hydra_overrides,
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
+        *task,
+        f"resume={sweep}",
+        f"+resume_extra=[{extra_list}]",
+    ]
 
 
 def nothing_left(sweep: Path, argv: Sequence[str]) -> bool:
@@ -103,7 +124,9 @@ def sweep_job_config(cfg: DictConfig) -> tuple[DictConfig | None, float | None]:
         if status == "done" and recorded_limits_kept(cfg, out):
             return None, recorded_result(out)
         return resumed_cfg, None
-    return OmegaConf.merge(cfg, {"resume": None}), None  # never started (or died before its first checkpoint): it starts
+    return OmegaConf.merge(
+        cfg, {"resume": None}
+    ), None  # never started (or died before its first checkpoint): it starts
 
 
 def recorded_limits_kept(cfg: DictConfig, out: Path) -> bool:

@@ -49,14 +49,18 @@ def record_failure(out: Any, message: str) -> None:
 
 def job_failed(out: Any, message: str, job: Job) -> JobFailed:
     """A sweep job's failure as one sentence naming the job and where its details are."""
-    return JobFailed(f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report {Path(str(out)).parent} lists every job]")
+    return JobFailed(
+        f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report {Path(str(out)).parent} lists every job]"
+    )
 
 
 def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
     """A SLURM job warned of its time limit (SIGUSR2) has saved ``last.ckpt``: submitit's handler, back in
     place, requeues the job and exits (the next attempt continues from that checkpoint, rundir.settle).
     Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence."""
-    print(f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr)
+    print(
+        f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr
+    )
     try:
         signal.raise_signal(signal.SIGUSR2)
     except Exception as e:  # submitit's UncompletedJobError
@@ -85,15 +89,24 @@ def job_from_hydra() -> Job:
 def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     """Decide the final config, check it, and train under the run lock and the job's device lease."""
     out = cfg.output_dir
-    if job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume))):  # -m resume=<sweep dir>
+    if (
+        job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume)))
+    ):  # -m resume=<sweep dir>
         extras = sweeps.resume_extras(cfg)
         cfg, recorded = sweeps.sweep_job_config(cfg)
         if cfg is None:
-            print(f"{PROG}: sweep job {job.num} is done; its recorded best val bpc counts: {recorded}", file=sys.stderr)
+            print(
+                f"{PROG}: sweep job {job.num} is done; its recorded best val bpc counts: {recorded}",
+                file=sys.stderr,
+            )
             return recorded
         if cfg.get("resume"):
-            job = dataclasses.replace(job, overrides=extras)  # resume_config applies them to the job's saved config
-    cfg, checkpoint = rundir.final_config(cfg, job)  # first: every check below sees the config the run trains with
+            job = dataclasses.replace(
+                job, overrides=extras
+            )  # resume_config applies them to the job's saved config
+    cfg, checkpoint = rundir.final_config(
+        cfg, job
+    )  # first: every check below sees the config the run trains with
     check_run(cfg, job)
     cfg = share_machine(cfg, job)
     with rundir.lock_run(out):
@@ -108,7 +121,13 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
             record.finish("stopped", stopped_by=e.signal_name, global_step=e.step, checkpoint=e.checkpoint)
             raise
         except Pruned as e:  # an Optuna trial its pruner stopped (lit/pruning.py): a result, not a failure
-            record.finish("pruned", best_val_bpc=e.best_val_bpc, global_step=e.step, checkpoint=e.checkpoint, trial=e.trial)
+            record.finish(
+                "pruned",
+                best_val_bpc=e.best_val_bpc,
+                global_step=e.step,
+                checkpoint=e.checkpoint,
+                trial=e.trial,
+            )
             print(f"{PROG}: {e}; best val bpc {e.best_val_bpc:.4f}; checkpoint saved", file=sys.stderr)
             return e.best_val_bpc
         except BaseException as e:  # KeyboardInterrupt too: run.json says how a run that had started ended
@@ -137,7 +156,10 @@ def main(cfg: DictConfig) -> float:
         if e.checkpoint is not None:
             print(f"{PROG}: {e}; checkpoint saved; continue with: {resume_command(out)}", file=sys.stderr)
         elif (Path(str(out)) / "checkpoints" / "last.ckpt").is_file():  # a resume stopped before it trained
-            print(f"{PROG}: {e}; its last checkpoint is as it was; continue with: {resume_command(out)}", file=sys.stderr)
+            print(
+                f"{PROG}: {e}; its last checkpoint is as it was; continue with: {resume_command(out)}",
+                file=sys.stderr,
+            )
         else:
             print(f"{PROG}: {e}; nothing was trained or saved; start the run again", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
@@ -149,7 +171,9 @@ def main(cfg: DictConfig) -> float:
         record_failure(record_to, message)
         if multirun and not (isinstance(e, SweepRefused) and job.launcher.endswith("BasicLauncher")):
             raise job_failed(out, message, job) from None  # the launcher goes on with the other jobs
-        sys.exit(2)  # a single run; or a refused sweep, stopped at its first job (basic launcher: this process)
+        sys.exit(
+            2
+        )  # a single run; or a refused sweep, stopped at its first job (basic launcher: this process)
     except Exception as e:
         import traceback
 
@@ -188,13 +212,18 @@ def cli() -> None:
     config errors (a misspelt key, an unknown option) exit 2 with a spelling hint, failed sweep jobs
     exit 1 with one line each. A user's own ``HYDRA_FULL_ERROR=1`` still shows every traceback.
     """
-    os.environ.setdefault("CHARRNN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))  # the user's choice, for every job
+    os.environ.setdefault(
+        "CHARRNN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0")
+    )  # the user's choice, for every job
     os.environ["HYDRA_FULL_ERROR"] = "1"
     if (sweep := sweeps.sweep_resume_target(sys.argv[1:])) is not None:
         try:
             given, sys.argv[1:] = sys.argv[1:], sweeps.resume_argv(sys.argv[1:], sweep)
             if sweeps.nothing_left(sweep, given):
-                print(f"{PROG}: every job of sweep {str(sweep)!r} is done; nothing left to train", file=sys.stderr)
+                print(
+                    f"{PROG}: every job of sweep {str(sweep)!r} is done; nothing left to train",
+                    file=sys.stderr,
+                )
                 raise SystemExit(0)
         except UserError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -213,12 +242,18 @@ def cli() -> None:
         raise SystemExit(2) from None
     except OSError as e:
         # Hydra makes the run dir before the job starts: a place that cannot be written is the user's to fix.
-        storage = storage_error(e, fix="set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place", creating=True)
+        storage = storage_error(
+            e,
+            fix="set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place",
+            creating=True,
+        )
         if storage is None:
             raise
         print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
-    except UserError as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
+    except (
+        UserError
+    ) as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except ValueError as e:

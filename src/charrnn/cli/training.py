@@ -48,7 +48,9 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):
             raise UserError(str(e.__cause__)) from None
-        if isinstance(e.__cause__, MisconfigurationException):  # Lightning names its own argument, not our key
+        if isinstance(
+            e.__cause__, MisconfigurationException
+        ):  # Lightning names its own argument, not our key
             target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
             raise UserError(f"{target} refused its config: {' '.join(str(e.__cause__).split())}") from None
         raise
@@ -128,12 +130,18 @@ def tensorboard_purge(logger_cfg: DictConfig, checkpoint: dict[str, Any] | None)
 def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: CharRNNModule) -> float:
     """Trainer; fit; test the best checkpoint; write metrics.json and print the summary."""
     out, record, checkpoint = Path(cfg.output_dir), ctx.record, ctx.checkpoint
-    loggers = [instantiate(c, **tensorboard_purge(c, checkpoint)) for c in cfg.logger.values()] if cfg.get("logger") else []
+    loggers = (
+        [instantiate(c, **tensorboard_purge(c, checkpoint)) for c in cfg.logger.values()]
+        if cfg.get("logger")
+        else []
+    )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     callbacks.append(ctx.stopper)
     # In a SLURM job, requeueing is submitit's (SIGUSR2, see lit/stop.py), never Lightning's own (SIGUSR1).
     slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO(), *slurm])
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO(), *slurm]
+    )
     log_hparams(trainer, cfg)
 
     fit_started = time.time()
@@ -149,11 +157,15 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best_path:
         module.load_state_dict(rundir.read_checkpoint(best_path)["state_dict"])
-    test = trainer.test(module, datamodule=datamodule, verbose=False) if datamodule.has_test() else []  # data.split test 0: none
+    test = (
+        trainer.test(module, datamodule=datamodule, verbose=False) if datamodule.has_test() else []
+    )  # data.split test 0: none
     best_bpc = float(module.best_val_bpc)
 
     steps_here = trainer.global_step - (int(checkpoint.get("global_step", 0)) if checkpoint else 0)
-    chars = steps_here * datamodule.batch_size * datamodule.seq_len  # trained by this call (resumes count their part)
+    chars = (
+        steps_here * datamodule.batch_size * datamodule.seq_len
+    )  # trained by this call (resumes count their part)
     metrics = {
         "best_val_bpc": best_bpc,
         "best_checkpoint": best_path,
@@ -169,12 +181,14 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
         record.finish("done", best_val_bpc=best_bpc, global_step=trainer.global_step)
-        print(f"\n--- sample from the best checkpoint ---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------")
+        print(
+            f"\n--- sample from the best checkpoint ---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------"
+        )
         print(f"run dir:       {out}")
-        test_bpc = f"{metrics['test']['test/bpc']:.4f}" if "test/bpc" in metrics["test"] else "none (no test split)"
+        test_bpc = (
+            f"{metrics['test']['test/bpc']:.4f}" if "test/bpc" in metrics["test"] else "none (no test split)"
+        )
         print(f"best val bpc:  {best_bpc:.4f}   test bpc: {test_bpc}")
         print(f"throughput:    {metrics['train_chars_per_second']} chars/s over {steps_here} steps")
         print(f"watch it:      tensorboard --logdir {out}")
     return best_bpc
-
-

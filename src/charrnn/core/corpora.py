@@ -44,9 +44,13 @@ def read_text_file(path: str | os.PathLike[str], encoding: str = "utf-8", errors
     """The whole file as text, with a clear error for each way a path can be wrong."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise CorpusError(f"corpus file {str(p)!r} does not exist; pass an existing text file as data.path=...")
+        raise CorpusError(
+            f"corpus file {str(p)!r} does not exist; pass an existing text file as data.path=..."
+        )
     if p.is_dir():
-        raise CorpusError(f"corpus path {str(p)!r} is a directory; pass a text file inside it as data.path=...")
+        raise CorpusError(
+            f"corpus path {str(p)!r} is a directory; pass a text file inside it as data.path=..."
+        )
     raw = p.read_bytes()
     if not raw:
         raise CorpusError(f"corpus file {str(p)!r} is empty; pass a file with text in it as data.path=...")
@@ -59,11 +63,13 @@ def read_text_file(path: str | os.PathLike[str], encoding: str = "utf-8", errors
         return raw.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
         raise CorpusError(
-            f"corpus file {str(p)!r} is not valid {encoding}: byte offset {e.start} ({raw[e.start:e.start + 1]!r}); "
+            f"corpus file {str(p)!r} is not valid {encoding}: byte offset {e.start} ({raw[e.start : e.start + 1]!r}); "
             f"convert it, or set data.encoding=<codec> or data.errors=replace"
         ) from None
     except LookupError:
-        raise CorpusError(f"unknown text encoding data.encoding={encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+        raise CorpusError(
+            f"unknown text encoding data.encoding={encoding!r}; use a Python codec name such as utf-8 or latin-1"
+        ) from None
 
 
 def stdlib_text(max_chars: int = STDLIB_MAX_CHARS) -> str:
@@ -82,7 +88,9 @@ def stdlib_text(max_chars: int = STDLIB_MAX_CHARS) -> str:
             break
     corpus = "".join(parts)[:max_chars]
     if len(corpus) < 10_000:
-        raise CorpusError(f"the Python standard library sources under {str(root)!r} are missing; pick another corpus, e.g. data=text data.path=FILE")
+        raise CorpusError(
+            f"the Python standard library sources under {str(root)!r} are missing; pick another corpus, e.g. data=text data.path=FILE"
+        )
     return corpus
 
 
@@ -102,7 +110,9 @@ def shakespeare_text(path: str | None = None, download: bool = True) -> str:
     cached = cache_dir() / "tinyshakespeare.txt"
     if not cached.exists():
         if not download:
-            raise CorpusError(f"Tiny Shakespeare is not cached at {str(cached)!r}; pass data.path=PATH/TO/tinyshakespeare.txt")
+            raise CorpusError(
+                f"Tiny Shakespeare is not cached at {str(cached)!r}; pass data.path=PATH/TO/tinyshakespeare.txt"
+            )
         _download(SHAKESPEARE_URL, cached, SHAKESPEARE_SHA256)
     return read_text_file(cached)
 
@@ -118,11 +128,19 @@ def _download(url: str, dest: Path, sha256: str) -> None:
         ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
-        raise CorpusError(f"download of {url} has sha256 {digest}, expected {sha256}; pass a good local copy as data.path=PATH")
+        raise CorpusError(
+            f"download of {url} has sha256 {digest}, expected {sha256}; pass a good local copy as data.path=PATH"
+        )
     atomic_write(dest, lambda f: f.write(data))
 
 
-def load_corpus(name: str, path: str | None = None, encoding: str = "utf-8", errors: str = "strict", max_chars: int | None = None) -> str:
+def load_corpus(
+    name: str,
+    path: str | None = None,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    max_chars: int | None = None,
+) -> str:
     """Text of the corpus ``name`` (``hello``, ``text``, ``shakespeare`` or ``stdlib``), cut to its first ``max_chars``."""
     if name == "hello":
         return HELLO

@@ -46,7 +46,11 @@ def checked(
         if isinstance(value, bool):
             raise ValueError
         number = float(value)
-        if integer and (not math.isfinite(number) or number != int(number) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit())):
+        if integer and (
+            not math.isfinite(number)
+            or number != int(number)
+            or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit())
+        ):
             raise ValueError
     except (TypeError, ValueError):
         raise UserError(f"{key} must be {kind}, got {value!r}; set {key}=<{kind}>") from None

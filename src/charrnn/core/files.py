@@ -6,8 +6,9 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from charrnn.core.errors import UserError
 
@@ -25,7 +26,9 @@ STORAGE_ERRNOS = {
 KEPT = "free space or pick a writable place, then resume=: the last good checkpoint is kept"
 
 
-def storage_error(error: BaseException, path: str | os.PathLike[str] | None = None, fix: str = KEPT, creating: bool = False) -> UserError | None:
+def storage_error(
+    error: BaseException, path: str | os.PathLike[str] | None = None, fix: str = KEPT, creating: bool = False
+) -> UserError | None:
     """One sentence for a write that failed because of the storage (space, permissions), else None.
 
     ``creating``: the error came from making a new directory, where a missing parent is the place's fault too.

@@ -10,7 +10,7 @@ is one matrix-vector product per layer plus the head.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -39,7 +39,11 @@ class Stepper:
             self.layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih, b_hh))
         # Row c of this table is layer 0's input projection of character c, bias included.
         w_ih0, _, b_ih0, _ = self.layers[0]
-        inputs = model.embedding.weight.detach() if model.embedding is not None else torch.eye(model.vocab_size, dtype=w_ih0.dtype, device=w_ih0.device)
+        inputs = (
+            model.embedding.weight.detach()
+            if model.embedding is not None
+            else torch.eye(model.vocab_size, dtype=w_ih0.dtype, device=w_ih0.device)
+        )
         self.input_table = inputs @ w_ih0 + b_ih0
         self.head_w = model.head.weight.detach().t().contiguous()
         self.head_b = model.head.bias.detach()
@@ -49,7 +53,7 @@ class Stepper:
         lstm = self.cell == "lstm"
         h_all, c_all = state if lstm else (state, None)  # type: ignore[misc]
         new_h, new_c = [], []
-        x_proj = self.input_table[idx]
+        x_proj, x = self.input_table[idx], None  # x: the layer below's output
         for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
             if layer > 0:
                 x_proj = torch.addmm(b_ih, x, w_ih)
@@ -88,7 +92,9 @@ def check_sampling_args(length: int, temperature: float, top_k: int | None) -> N
     if int(length) < 1:
         raise UserError(f"length must be at least 1, got {length}")
     if not float(temperature) > 0:
-        raise UserError(f"temperature must be greater than 0 (small values approach greedy decoding), got {temperature}")
+        raise UserError(
+            f"temperature must be greater than 0 (small values approach greedy decoding), got {temperature}"
+        )
     if top_k is not None and int(top_k) < 1:
         raise UserError(f"top_k must be at least 1 (or top_k=none for no limit), got {top_k}")
 

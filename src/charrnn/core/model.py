@@ -7,7 +7,8 @@ or files: this module imports torch only, so it can be read, tested and reused o
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from charrnn.core.errors import UserError, checked
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 INPUTS = ("onehot", "embedding")
 
-Hidden = Union[Tensor, tuple[Tensor, Tensor]]
+Hidden = Tensor | tuple[Tensor, Tensor]
 
 
 class CharRNN(nn.Module):
@@ -42,7 +43,9 @@ class CharRNN(nn.Module):
         super().__init__()
         # Messages name the config keys (model.*): Hydra builds this class from conf/model/.
         if cell not in CELLS:
-            raise UserError(f"unknown model.cell={cell!r}; choose one of {', '.join(CELLS)} (or model=rnn|lstm|gru)")
+            raise UserError(
+                f"unknown model.cell={cell!r}; choose one of {', '.join(CELLS)} (or model=rnn|lstm|gru)"
+            )
         if input not in INPUTS:
             raise UserError(f"unknown model.input={input!r}; choose onehot or embedding")
         self.vocab_size = checked("vocab_size", vocab_size, integer=True, low=1)
@@ -52,9 +55,15 @@ class CharRNN(nn.Module):
         self.cell = cell
         self.input = input
         if embed_dim is not None and input != "embedding":  # a setting that would be silently ignored
-            raise UserError(f"model.embed_dim={embed_dim} has no effect with model.input={input} (its input is one-hot "
-                            "vectors of the vocabulary); set model.input=embedding, or leave model.embed_dim unset")
-        self.embed_dim = checked("model.embed_dim", embed_dim, integer=True, low=1) if embed_dim is not None else self.hidden_size
+            raise UserError(
+                f"model.embed_dim={embed_dim} has no effect with model.input={input} (its input is one-hot "
+                "vectors of the vocabulary); set model.input=embedding, or leave model.embed_dim unset"
+            )
+        self.embed_dim = (
+            checked("model.embed_dim", embed_dim, integer=True, low=1)
+            if embed_dim is not None
+            else self.hidden_size
+        )
 
         self.embedding = nn.Embedding(self.vocab_size, self.embed_dim) if input == "embedding" else None
         rnn_input = self.embed_dim if self.embedding is not None else self.vocab_size
@@ -109,13 +118,15 @@ class CharRNN(nn.Module):
     def init_hidden(self, batch_size: int, device: torch.device | str | None = None) -> Hidden:
         """A zero state for ``batch_size`` sequences, shaped as the cell expects."""
         weight = self.head.weight
-        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype)
+        zeros = torch.zeros(
+            self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype
+        )
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     # --- exchange with the numpy reference (charrnn.reference) -------------------------------
 
     @classmethod
-    def from_reference(cls, params: Mapping[str, Any]) -> "CharRNN":
+    def from_reference(cls, params: Mapping[str, Any]) -> CharRNN:
         """A one-layer ``rnn`` CharRNN in float64 holding the numpy reference's weights.
 
         ``bh`` goes into ``bias_ih_l0`` and ``bias_hh_l0`` is zero, so the sum torch uses equals ``bh``.

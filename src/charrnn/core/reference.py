@@ -15,7 +15,6 @@ This module imports numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -63,8 +62,8 @@ class Forward:
     hs: np.ndarray  # hidden states after each step (batch, seq, hidden); hs[:, -1] is the last
     logits: np.ndarray  # (batch, seq, vocab)
     probs: np.ndarray  # softmax(logits)
-    targets: Optional[np.ndarray]  # (batch, seq) indices, or None
-    loss: Optional[float]  # mean cross-entropy over batch * seq, or None without targets
+    targets: np.ndarray | None  # (batch, seq) indices, or None
+    loss: float | None  # mean cross-entropy over batch * seq, or None without targets
 
 
 def _as_onehot(inputs: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -74,12 +73,14 @@ def _as_onehot(inputs: np.ndarray, vocab_size: int) -> np.ndarray:
             raise ValueError(f"one-hot inputs have {inputs.shape[-1]} classes, the model {vocab_size}")
         return inputs.astype(np.float64)
     if inputs.ndim != 2 or not np.issubdtype(inputs.dtype, np.integer):
-        raise ValueError(f"inputs must be integer (batch, seq) or one-hot (batch, seq, vocab), got {inputs.shape}")
+        raise ValueError(
+            f"inputs must be integer (batch, seq) or one-hot (batch, seq, vocab), got {inputs.shape}"
+        )
     return one_hot(inputs, vocab_size)
 
 
 def forward(
-    params: Params, inputs: np.ndarray, targets: Optional[np.ndarray] = None, h0: Optional[np.ndarray] = None
+    params: Params, inputs: np.ndarray, targets: np.ndarray | None = None, h0: np.ndarray | None = None
 ) -> Forward:
     """Run the RNN over ``inputs`` from ``h0`` (zeros if None); with targets, also the mean loss.
 
@@ -144,7 +145,7 @@ def backward(params: Params, fwd: Forward) -> tuple[Params, np.ndarray]:
 
 
 def loss_and_grads(
-    params: Params, inputs: np.ndarray, targets: np.ndarray, h0: Optional[np.ndarray] = None
+    params: Params, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray | None = None
 ) -> tuple[float, Params, np.ndarray]:
     """min-char-rnn's ``lossFun``: loss, parameter gradients, and the last hidden state to carry on."""
     fwd = forward(params, inputs, targets, h0)
@@ -211,7 +212,7 @@ def sample(
     n: int,
     rng: np.random.Generator,
     temperature: float = 1.0,
-    h: Optional[np.ndarray] = None,
+    h: np.ndarray | None = None,
 ) -> list[int]:
     """Draw ``n`` character indices, feeding each back in, starting from ``seed_ix``.
 

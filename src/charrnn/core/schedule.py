@@ -25,7 +25,9 @@ _PROCESS = secrets.token_hex(8)
 class CosineFactor:
     """The multiplier of the base lr at a step: warmup, then cosine to ``min_lr_ratio`` (by steps or seconds)."""
 
-    def __init__(self, warmup_steps: int, total_steps: float, min_lr_ratio: float, max_seconds: float | None) -> None:
+    def __init__(
+        self, warmup_steps: int, total_steps: float, min_lr_ratio: float, max_seconds: float | None
+    ) -> None:
         self.warmup_steps, self.total_steps = warmup_steps, total_steps
         self.min_lr_ratio, self.max_seconds = min_lr_ratio, max_seconds
         self.seconds = 0.0  # spent so far against max_seconds, across resumes
@@ -58,12 +60,22 @@ class WarmupCosine:
     rate depend on the machine's speed, so leave it unset where runs must repeat exactly.
     """
 
-    def __init__(self, warmup_steps: int = 0, min_lr_ratio: float = 0.1, max_seconds: float | None = None) -> None:
+    def __init__(
+        self, warmup_steps: int = 0, min_lr_ratio: float = 0.1, max_seconds: float | None = None
+    ) -> None:
         self.warmup_steps = checked("scheduler.warmup_steps", warmup_steps, integer=True, low=0)
         self.min_lr_ratio = checked("scheduler.min_lr_ratio", min_lr_ratio, low=0.0, high=1.0)
-        self.max_seconds = None if max_seconds is None else checked("scheduler.max_seconds", max_seconds, low=0.0, low_open=True)
+        self.max_seconds = (
+            None
+            if max_seconds is None
+            else checked("scheduler.max_seconds", max_seconds, low=0.0, low_open=True)
+        )
 
     def __call__(self, optimizer: Optimizer, total_steps: float) -> LambdaLR:
         if not math.isfinite(total_steps) and not self.max_seconds and self.min_lr_ratio < 1.0:
-            raise UserError("the learning-rate schedule needs a known length: set trainer.max_steps, trainer.max_epochs or scheduler.max_seconds")
-        return LambdaLR(optimizer, CosineFactor(self.warmup_steps, total_steps, self.min_lr_ratio, self.max_seconds))
+            raise UserError(
+                "the learning-rate schedule needs a known length: set trainer.max_steps, trainer.max_epochs or scheduler.max_seconds"
+            )
+        return LambdaLR(
+            optimizer, CosineFactor(self.warmup_steps, total_steps, self.min_lr_ratio, self.max_seconds)
+        )

@@ -10,7 +10,7 @@ window to window, every target is scored exactly once, and the sums are kept in 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -27,7 +27,7 @@ STANDARD_TRAIN_FRACTION = 0.9  # the standard split (nanoGPT's shakespeare_char)
 def standard_val(tokens: Tensor) -> Tensor:
     """The standard split's val: the last 10 % of a corpus, cut exactly as nanoGPT cuts it
     (``data[int(n * 0.9):]``), so a loss on it compares with published figures."""
-    return tokens[int(len(tokens) * STANDARD_TRAIN_FRACTION):]
+    return tokens[int(len(tokens) * STANDARD_TRAIN_FRACTION) :]
 
 
 def standard_val_held_out(fractions: Sequence[float]) -> bool:
@@ -58,7 +58,9 @@ def metrics_from_sums(sums: Tensor) -> dict[str, float]:
     }
 
 
-def evaluate(model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int, one_hot: bool = True) -> dict[str, float]:
+def evaluate(
+    model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int, one_hot: bool = True
+) -> dict[str, float]:
     """Whole-sequence metrics of ``model`` predicting ``tokens[1:]`` from ``tokens[:-1]``, statefully.
 
     ``one_hot`` feeds float one-hot inputs, as the data module does during training (``False``

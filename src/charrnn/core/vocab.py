@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -27,7 +27,7 @@ class Vocabulary:
         self.index = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocabulary":
+    def from_text(cls, text: str) -> Vocabulary:
         return cls(sorted(set(text)))
 
     def __len__(self) -> int:
@@ -48,7 +48,9 @@ class Vocabulary:
         missing = self.unknown(text)
         if missing:
             shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise UserError(f"{len(missing)} character(s) are not in the model's vocabulary: {shown}; remove them or train on text that has them")
+            raise UserError(
+                f"{len(missing)} character(s) are not in the model's vocabulary: {shown}; remove them or train on text that has them"
+            )
         return torch.tensor([self.index[c] for c in text], dtype=torch.long)
 
     def decode(self, indices: Sequence[int] | Tensor) -> str:
@@ -60,12 +62,12 @@ class Vocabulary:
         return json.dumps({"chars": self.chars}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
+    def from_json(cls, text: str) -> Vocabulary:
         return cls(json.loads(text)["chars"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Vocabulary":
+    def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))

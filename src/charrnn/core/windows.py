@@ -22,7 +22,8 @@ Torch only (no Lightning), so training (:mod:`charrnn.lit.datamodule`) and scori
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +43,9 @@ def check_batching(batching: Any, key: str = "data.batching") -> str:
 
 def check_windows(batch_size: Any, seq_len: Any, prefix: str = "data.") -> tuple[int, int]:
     """``(batch_size, seq_len)`` as whole numbers of at least 1; ``prefix`` is the keys' config group."""
-    return checked(f"{prefix}batch_size", batch_size, integer=True, low=1), checked(f"{prefix}seq_len", seq_len, integer=True, low=1)
+    return checked(f"{prefix}batch_size", batch_size, integer=True, low=1), checked(
+        f"{prefix}seq_len", seq_len, integer=True, low=1
+    )
 
 
 def check_split(split: Any, key: str = "data.split") -> list[float]:
@@ -52,7 +55,9 @@ def check_split(split: Any, key: str = "data.split") -> list[float]:
     except TypeError:
         fractions = []
     if len(fractions) != 3:
-        raise UserError(f"{key} must be three fractions train,val,test, got {split!r}; set e.g. {key}=[0.9,0.05,0.05]")
+        raise UserError(
+            f"{key} must be three fractions train,val,test, got {split!r}; set e.g. {key}=[0.9,0.05,0.05]"
+        )
     values = [checked(key, f) for f in fractions]
     if values[0] <= 0 or values[1] <= 0 or values[2] < 0:
         raise UserError(
@@ -72,7 +77,9 @@ def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
     return [(cuts[i], cuts[i + 1]) for i in range(len(fractions))]
 
 
-def cut_splits(tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: bool = False) -> dict[str, Tensor]:
+def cut_splits(
+    tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: bool = False
+) -> dict[str, Tensor]:
     """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read (test empty where its fraction is 0).
 
     ``whole``: every split is the whole text (the notebook's "hello", too short to cut).
@@ -81,7 +88,11 @@ def cut_splits(tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: 
         return {"train": tokens, "val": tokens, "test": tokens}
     bounds = split_bounds(len(tokens), fractions)
     splits = {name: tokens[lo:hi] for name, (lo, hi) in zip(("train", "val", "test"), bounds)}
-    need = {"train": seq_len + 1, "val": 2, "test": 2 if fractions[2] > 0 else 0}  # test 0: no test, an empty split
+    need = {
+        "train": seq_len + 1,
+        "val": 2,
+        "test": 2 if fractions[2] > 0 else 0,
+    }  # test 0: no test, an empty split
     for name, part in splits.items():
         if len(part) < need[name]:
             raise UserError(
@@ -100,7 +111,9 @@ class StreamWindows(Dataset):
     number of windows, and the ranks together cover every target exactly once.
     """
 
-    def __init__(self, tokens: Tensor, streams: int, seq_len: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, tokens: Tensor, streams: int, seq_len: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         n_targets = len(tokens) - 1
         streams = max(1, min(streams * world_size, n_targets) // world_size) * world_size
         per_stream = math.ceil(n_targets / streams)
@@ -160,17 +173,28 @@ class EpochSampler(Sampler[int]):
     """
 
     def __init__(
-        self, n: int, draws: int | None = None, seed: int = 0, rank: int = 0, batch_size: int = 1,
-        steps: Callable[[], int] = lambda: 0, epoch_batches: Callable[[], int | None] = lambda: None,
+        self,
+        n: int,
+        draws: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        batch_size: int = 1,
+        steps: Callable[[], int] = lambda: 0,
+        epoch_batches: Callable[[], int | None] = lambda: None,
         accumulate: Callable[[], int] = lambda: 1,
     ) -> None:
         self.n, self.draws, self.seed, self.rank, self.batch_size = n, draws, seed, rank, batch_size
         self.steps = steps  # the trainer's optimizer step count
-        self.epoch_batches = lambda: epoch_batches() or len(self) // batch_size  # fewer where Lightning limits an epoch
+        self.epoch_batches = lambda: (
+            epoch_batches() or len(self) // batch_size
+        )  # fewer where Lightning limits an epoch
         self.accumulate = accumulate  # batches per optimizer step (trainer.accumulate_grad_batches)
         self.epoch, self.start_step = 0, 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) of a restored run
-        self.origin = (0, 0)  # (epoch, step): that epoch began at that step, and each later one epoch_steps() after
+        self.origin = (
+            0,
+            0,
+        )  # (epoch, step): that epoch began at that step, and each later one epoch_steps() after
 
     def epoch_steps(self) -> int:
         """Optimizer steps in one epoch: the last one takes the batches left over."""
@@ -184,7 +208,10 @@ class EpochSampler(Sampler[int]):
 
     def position(self) -> dict[str, int]:
         """``{"epoch", "batches"}``: how far training has read into this epoch, for a checkpoint."""
-        return {"epoch": self.epoch, "batches": min(self.epoch_batches(), (self.steps() - self.start_step) * self.accumulate())}
+        return {
+            "epoch": self.epoch,
+            "batches": min(self.epoch_batches(), (self.steps() - self.start_step) * self.accumulate()),
+        }
 
     def resume_at(self, epoch: int, batches: int, epoch_batches: int | None = None) -> None:
         """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches`` into

@@ -19,11 +19,15 @@ class SafeCheckpointIO(TorchCheckpointIO):
     resume, ``trainer.test(ckpt_path=...)``) goes through :func:`read_checkpoint`: weights only.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         try:
             atomic_write(path, lambda f: torch.save(checkpoint, f))
         except (OSError, RuntimeError) as e:
             raise (storage_error(e, path) or e) from None
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return read_checkpoint(path)

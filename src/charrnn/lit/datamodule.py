@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -21,7 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 from charrnn.core.corpora import load_corpus
 from charrnn.core.errors import UserError, checked
 from charrnn.core.vocab import Vocabulary
-from charrnn.core.windows import EpochSampler, RandomWindows, StreamWindows, check_batching, check_split, check_windows, cut_splits
+from charrnn.core.windows import (
+    EpochSampler,
+    RandomWindows,
+    StreamWindows,
+    check_batching,
+    check_split,
+    check_windows,
+    cut_splits,
+)
 
 
 class CharDataModule(L.LightningDataModule):
@@ -45,7 +54,9 @@ class CharDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size, self.seq_len = check_windows(batch_size, seq_len)
         self.batching = check_batching(batching)
-        self.split = [1.0, 1.0, 1.0] if corpus == "hello" else check_split(split)  # "hello" is not cut: cut_splits
+        self.split = (
+            [1.0, 1.0, 1.0] if corpus == "hello" else check_split(split)
+        )  # "hello" is not cut: cut_splits
         self.num_workers = checked("data.num_workers", num_workers, integer=True, low=0)
         if max_chars is not None:
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
@@ -74,7 +85,11 @@ class CharDataModule(L.LightningDataModule):
         self.tokens = self.vocab.encode(self.text)
         self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
         for name, part in self.splits.items():  # fewer streams than asked would be taken silently
-            if len(part) - 1 < self.batch_size and len(part) > 0 and (name != "train" or self.batching == "stateful"):
+            if (
+                len(part) - 1 < self.batch_size
+                and len(part) > 0
+                and (name != "train" or self.batching == "stateful")
+            ):
                 raise UserError(
                     f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={self.batch_size} streams; "
                     f"lower data.batch_size, or give {name} a larger data.split fraction"
@@ -84,7 +99,13 @@ class CharDataModule(L.LightningDataModule):
         # A private generator: every pass over a DataLoader draws a seed, which must not move
         # torch's global generator (dropout's), so a resumed run draws what an uninterrupted one does.
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=generator, **kwargs)
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+            **kwargs,
+        )
 
     def _ranks(self) -> tuple[int, int]:
         """``(global_rank, world_size)`` of the attached trainer; ``(0, 1)`` without one."""
@@ -93,7 +114,9 @@ class CharDataModule(L.LightningDataModule):
 
     def _streams(self, split: str) -> DataLoader:
         rank, world = self._ranks()
-        dataset = StreamWindows(self.splits[split], self.batch_size, self.seq_len, rank=rank, world_size=world)
+        dataset = StreamWindows(
+            self.splits[split], self.batch_size, self.seq_len, rank=rank, world_size=world
+        )
         return self._loader(dataset, batch_size=None, shuffle=False)
 
     def _train_windows(self) -> tuple[Dataset, int | None, int]:
@@ -118,7 +141,11 @@ class CharDataModule(L.LightningDataModule):
     def epoch_batches(self, trainer: Any) -> int:
         """Batches an epoch trains: all of them, or fewer where ``trainer.limit_train_batches`` says so."""
         limited = trainer.num_training_batches
-        return int(limited) if isinstance(limited, (int, float)) and 0 < limited < math.inf else self.batches_per_epoch()
+        return (
+            int(limited)
+            if isinstance(limited, (int, float)) and 0 < limited < math.inf
+            else self.batches_per_epoch()
+        )
 
     def epochs_entered(self, trainer: Any) -> int:
         """Training epochs entered by ``trainer.global_step`` (the last may be partial), a resumed run's too:
@@ -133,10 +160,20 @@ class CharDataModule(L.LightningDataModule):
         steps = lambda: int(trainer.global_step) if trainer is not None else 0  # noqa: E731
         per_epoch = lambda: self.epoch_batches(trainer) if trainer is not None else None  # noqa: E731
         accumulate = lambda: int(trainer.accumulate_grad_batches) if trainer is not None else 1  # noqa: E731
-        sampler = EpochSampler(len(dataset), draws, seed=self.seed, rank=self._ranks()[0], batch_size=per_batch,  # type: ignore[arg-type]
-                               steps=steps, epoch_batches=per_epoch, accumulate=accumulate)
+        sampler = EpochSampler(
+            len(dataset),
+            draws,
+            seed=self.seed,
+            rank=self._ranks()[0],
+            batch_size=per_batch,  # type: ignore[arg-type]
+            steps=steps,
+            epoch_batches=per_epoch,
+            accumulate=accumulate,
+        )
         if self.restored:
-            sampler.resume_at(self.restored["epoch"], self.restored["batches"], self.restored.get("epoch_batches"))
+            sampler.resume_at(
+                self.restored["epoch"], self.restored["batches"], self.restored.get("epoch_batches")
+            )
             self.restored = None  # once: a reloaded train loader keeps the placement (origin) made here
         elif self.train_sampler is not None:
             sampler.origin = self.train_sampler.origin
@@ -145,14 +182,22 @@ class CharDataModule(L.LightningDataModule):
 
     def _shape(self) -> dict[str, Any]:
         """The settings a mid-epoch position (and the hidden state carried with it) holds for."""
-        return {"data.batch_size": self.batch_size, "data.seq_len": self.seq_len, "data.batching": self.batching,
-                "trainer.devices": self._ranks()[1]}  # processes
+        return {
+            "data.batch_size": self.batch_size,
+            "data.seq_len": self.seq_len,
+            "data.batching": self.batching,
+            "trainer.devices": self._ranks()[1],
+        }  # processes
 
     def state_dict(self) -> dict[str, Any]:
         """Where the training epoch stands, and for which settings; Lightning puts it in every checkpoint."""
         if self.train_sampler is None:
             return {}
-        return {**self.train_sampler.position(), "epoch_batches": self.train_sampler.epoch_batches(), "shape": self._shape()}
+        return {
+            **self.train_sampler.position(),
+            "epoch_batches": self.train_sampler.epoch_batches(),
+            "shape": self._shape(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A checkpoint's place in its epoch. Mid-epoch it holds only for the batch size, window length,
@@ -165,8 +210,11 @@ class CharDataModule(L.LightningDataModule):
         self.restored = {"epoch": epoch, "batches": batches, "epoch_batches": length}
         # Lightning warns that a resume from mid-epoch is inexact unless the DataLoader keeps its own state;
         # here this state places the sampler (EpochSampler.resume_at), so the resume is exact: quiet that one.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
-                                category=PossibleUserWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message="You're resuming from a checkpoint that ended before the epoch ended",
+            category=PossibleUserWarning,
+        )
         if 0 < batches < (length or math.inf):
             now = self._shape()
             for key, then in state.get("shape", {}).items():
@@ -183,7 +231,9 @@ class CharDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._streams("test")
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         inputs, targets = batch
         if self.one_hot and self.vocab is not None:
             inputs = torch.nn.functional.one_hot(inputs, len(self.vocab)).float()

@@ -9,7 +9,8 @@ state and detaches it), and a text sample written to TensorBoard at each validat
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import lightning as L
 import torch
@@ -66,9 +67,13 @@ class CharRNNModule(L.LightningModule):
         self.sample_length = checked("sample.length", sample_length, integer=True, low=0)
         self.sample_temperature = checked("sample.temperature", sample_temperature, low=0.0, low_open=True)
         self.sample_prompt = sample_prompt or default_prompt(vocab)
-        vocab.encode(self.sample_prompt)  # a prompt outside the vocabulary fails now, not at the first validation
+        vocab.encode(
+            self.sample_prompt
+        )  # a prompt outside the vocabulary fails now, not at the first validation
         # Plain values only: they go into every checkpoint, which must load with weights_only=True.
-        self.save_hyperparameters({"model": model.config(), "vocab": "".join(vocab.chars), "stateful": stateful})
+        self.save_hyperparameters(
+            {"model": model.config(), "vocab": "".join(vocab.chars), "stateful": stateful}
+        )
         # Best full-split validation bpc so far; a buffer, so it is saved and restored on resume.
         self.register_buffer("best_val_bpc", torch.tensor(math.inf))
         self._train_state: Hidden | None = None
@@ -113,11 +118,15 @@ class CharRNNModule(L.LightningModule):
         logits, state = self.model(inputs, state)
         if self.stateful:
             self._train_state = state
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
         self._note_nonfinite(loss)
         # self.log costs more than a whole step of a tiny model, so call it only on the steps the
         # logger writes (every trainer.log_every_n_steps); the progress bar shows that value.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 and (
+            batch_idx + 1
+        ) % self.trainer.accumulate_grad_batches == 0:
             self._raise_if_nonfinite()
             self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=targets.size(0))
             self._write_train_loss(loss)
@@ -138,7 +147,9 @@ class CharRNNModule(L.LightningModule):
         """Remember, on the device, the first step whose loss was NaN or infinite: no wait for the GPU here."""
         if self._bad_step is None:
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-        self._bad_step = torch.where(torch.isfinite(loss.detach()) | (self._bad_step >= 0), self._bad_step, self.global_step)
+        self._bad_step = torch.where(
+            torch.isfinite(loss.detach()) | (self._bad_step >= 0), self._bad_step, self.global_step
+        )
 
     def _raise_if_nonfinite(self) -> None:
         """Read the flag (one wait for the device): on logging steps, before validation and before any checkpoint."""
@@ -160,13 +171,18 @@ class CharRNNModule(L.LightningModule):
         # an uninterrupted one. uint8 tensors and plain lists: safe for weights_only loads.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         # The latest validation's figures: a run resumed after it reports them as its final ones.
-        checkpoint["last_validation"] = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        checkpoint["last_validation"] = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+        }
         if self.device.type == "cuda":
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
         if self.stateful and self._train_state is not None:
             # The state the streams carry into the next batch, for every rank: (ranks, layers, batch, hidden).
             parts = self._train_state if isinstance(self._train_state, tuple) else (self._train_state,)
-            gathered = [self.all_gather(t.detach()) if self.trainer.world_size > 1 else t.detach().unsqueeze(0) for t in parts]
+            gathered = [
+                self.all_gather(t.detach()) if self.trainer.world_size > 1 else t.detach().unsqueeze(0)
+                for t in parts
+            ]
             checkpoint["carried_state"] = {"epoch": self.current_epoch, "state": [t.cpu() for t in gathered]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -190,7 +206,11 @@ class CharRNNModule(L.LightningModule):
 
     def _eval_end(self, split: str) -> dict[str, float]:
         assert self._eval_sums is not None
-        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum") if self.trainer.world_size > 1 else self._eval_sums
+        sums = (
+            self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+            if self.trainer.world_size > 1
+            else self._eval_sums
+        )
         found = metrics_from_sums(sums)
         metrics = {f"{split}/{name}": found[name] for name in ("loss", "bpc", "acc")}
         # The sums were already reduced across ranks, so every rank holds the same whole-split values
@@ -224,7 +244,16 @@ class CharRNNModule(L.LightningModule):
 
     def sample_text(self, seed: int = 0) -> str:
         """``sample_length`` characters after the prompt, prompt included, from a fixed seed."""
-        return self.sample_prompt + "".join(generate(self.model, self.vocab, self.sample_prompt, max(1, self.sample_length), self.sample_temperature, seed=seed))
+        return self.sample_prompt + "".join(
+            generate(
+                self.model,
+                self.vocab,
+                self.sample_prompt,
+                max(1, self.sample_length),
+                self.sample_temperature,
+                seed=seed,
+            )
+        )
 
     def _log_sample(self) -> None:
         """A few hundred generated characters in TensorBoard's TEXT tab."""
@@ -239,7 +268,9 @@ class CharRNNModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf when only max_time bounds the run
+        total_steps = max(
+            1.0, float(self.trainer.estimated_stepping_batches)
+        )  # inf when only max_time bounds the run
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -42,7 +42,7 @@ def open_storage(url: str) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if url.startswith("journal://"):
-        path = Path(url[len("journal://"):]).expanduser()
+        path = Path(url[len("journal://") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     return optuna.storages.get_storage(url)
@@ -58,16 +58,20 @@ class ReportToOptuna(Callback):
         self.storage_url, self.study_name, self.number = storage, study_name, int(trial)
         storage_obj = open_storage(storage)
         # The sampler is never asked for anything here; a RandomSampler costs nothing to build.
-        study = optuna.load_study(study_name=study_name, storage=storage_obj, pruner=pruner,
-                                  sampler=optuna.samplers.RandomSampler())
+        study = optuna.load_study(
+            study_name=study_name, storage=storage_obj, pruner=pruner, sampler=optuna.samplers.RandomSampler()
+        )
         trial_id = storage_obj.get_trial_id_from_study_id_trial_number(
-            storage_obj.get_study_id_from_name(study_name), self.number)
+            storage_obj.get_study_id_from_name(study_name), self.number
+        )
         self.pruned_at: int | None = None
         self.trial: Any = None
         state = storage_obj.get_trial(trial_id).state
         if state.is_finished():  # a trial continued by hand (resume=<trial dir>): its study result stands
-            rank_zero_info(f"Optuna trial {self.number} of study {study_name} is {state.name} already: "
-                           "this run reports nothing to it and is not pruned")
+            rank_zero_info(
+                f"Optuna trial {self.number} of study {study_name} is {state.name} already: "
+                "this run reports nothing to it and is not pruned"
+            )
         else:
             self.trial = optuna.trial.Trial(study, trial_id)
 

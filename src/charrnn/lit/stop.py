@@ -14,8 +14,9 @@ import contextlib
 import math
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -51,7 +52,9 @@ class StopOnSignal(Callback):
         self.received: int | None = None
         self.deferred = 0  # steps the stop has waited for a step's logging or validation
         self.training = False  # on_train_start: from then on a signal waits for a step boundary
-        self.step_seen = 0  # the step count at the last batch end: under gradient accumulation not every batch steps
+        self.step_seen = (
+            0  # the step count at the last batch end: under gradient accumulation not every batch steps
+        )
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
@@ -66,7 +69,7 @@ class StopOnSignal(Callback):
         return {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
 
     @contextlib.contextmanager
-    def handling(self) -> Iterator["StopOnSignal"]:
+    def handling(self) -> Iterator[StopOnSignal]:
         previous = self._install()
         try:
             yield self
@@ -84,25 +87,42 @@ class StopOnSignal(Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.received is not None:  # fit saved last.ckpt at its end (its final validation): a resume tests it
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if (
+            self.received is not None
+        ):  # fit saved last.ckpt at its end (its final validation): a resume tests it
             raise Stopped(self.received, trainer.global_step, last_checkpoint(trainer))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         stepped, self.step_seen = trainer.global_step != self.step_seen, trainer.global_step
         if not stepped:
             return  # mid gradient accumulation: the gradients so far would be in no checkpoint; stop at the step's end
         received = self.received
         if trainer.world_size > 1:  # every rank stops at the same step, whichever rank got the signal
-            received = (received or signal.SIGTERM) if trainer.strategy.reduce_boolean_decision(received is not None, all=False) else None
+            received = (
+                (received or signal.SIGTERM)
+                if trainer.strategy.reduce_boolean_decision(received is not None, all=False)
+                else None
+            )
         if received is None:
             return
         if self.deferred < 2 and more_due_at_this_step(trainer, batch_idx):
             self.deferred += 1  # stop after the next step instead: this one still logs or validates
             return
         path = last_checkpoint(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # the whole training state (Lightning logs a line when unsaid)
+        trainer.save_checkpoint(
+            path, weights_only=False
+        )  # the whole training state (Lightning logs a line when unsaid)
         raise Stopped(received, trainer.global_step, path)
 
 
@@ -124,4 +144,6 @@ def more_due_at_this_step(trainer: L.Trainer, batch_idx: int) -> bool:
         return False  # time-based or no validation
     if n_epochs is not None and (trainer.current_epoch + 1) % n_epochs != 0:
         return False
-    return ((trainer.fit_loop.total_batch_idx if n_epochs is None else batch_idx) + 1) % int(every) == 0  # Lightning's count
+    return ((trainer.fit_loop.total_batch_idx if n_epochs is None else batch_idx) + 1) % int(
+        every
+    ) == 0  # Lightning's count

@@ -28,8 +28,10 @@ def distribution(override: Override) -> BaseDistribution | str:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise ValueError(f"hydra.sweeper.params: {override.input_line} is not a sweep Optuna can sample "
-                     "(use choice, range, interval or tag(log, interval))")
+    raise ValueError(
+        f"hydra.sweeper.params: {override.input_line} is not a sweep Optuna can sample "
+        "(use choice, range, interval or tag(log, interval))"
+    )
 
 
 def search_space(
@@ -67,7 +69,7 @@ def absolute_storage(url: str | None) -> str | None:
         return None
     for scheme in ("sqlite:///", "journal://"):
         if url.startswith(scheme):
-            rest = url[len(scheme):]
+            rest = url[len(scheme) :]
             if rest and not rest.startswith(":memory:"):
                 return scheme + str(Path(rest).expanduser().resolve())
     return url

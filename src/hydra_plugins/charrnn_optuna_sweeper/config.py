@@ -3,7 +3,7 @@ samplers (``hydra/sweeper/sampler=tpe|random|cmaes|nsgaii|qmc|grid``, the offici
 and pruners (``hydra/sweeper/pruner=none|median|successive_halving|hyperband``, Optuna's arguments)."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -12,12 +12,12 @@ from omegaconf import MISSING
 @dataclass
 class TPESamplerConfig:
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     # null: Optuna's own default (setting some of these is deprecated in Optuna 4)
-    consider_prior: Optional[bool] = None
-    prior_weight: Optional[float] = None
-    consider_magic_clip: Optional[bool] = None
-    consider_endpoints: Optional[bool] = None
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
     n_startup_trials: int = 10
     n_ei_candidates: int = 24
     multivariate: bool = False
@@ -28,19 +28,19 @@ class TPESamplerConfig:
 @dataclass
 class RandomSamplerConfig:
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
 class CmaEsSamplerConfig:
     _target_: str = "optuna.samplers.CmaEsSampler"
-    seed: Optional[int] = None
-    x0: Optional[Dict[str, Any]] = None
-    sigma0: Optional[float] = None
+    seed: int | None = None
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
     n_startup_trials: int = 1
     warn_independent_sampling: bool = True
     consider_pruned_trials: bool = False
-    restart_strategy: Optional[str] = None
+    restart_strategy: str | None = None
     inc_popsize: int = -1
     use_separable_cma: bool = False
 
@@ -48,9 +48,9 @@ class CmaEsSamplerConfig:
 @dataclass
 class NSGAIISamplerConfig:
     _target_: str = "optuna.samplers.NSGAIISampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     population_size: int = 50
-    mutation_prob: Optional[float] = None
+    mutation_prob: float | None = None
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
 
@@ -58,7 +58,7 @@ class NSGAIISamplerConfig:
 @dataclass
 class QMCSamplerConfig:
     _target_: str = "optuna.samplers.QMCSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     qmc_type: str = "sobol"
     scramble: bool = False
 
@@ -67,7 +67,7 @@ class QMCSamplerConfig:
 class GridSamplerConfig:
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True  # the search space (every choice of every param) is filled in by the sweeper
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -78,10 +78,10 @@ class NopPrunerConfig:
 @dataclass
 class MedianPrunerConfig:
     _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 5   # no pruning until this many trials have finished
-    n_warmup_steps: int = 0     # nor before this global step in a trial
+    n_startup_trials: int = 5  # no pruning until this many trials have finished
+    n_warmup_steps: int = 0  # nor before this global step in a trial
     interval_steps: int = 1
-    n_min_trials: int = 1       # reports of at least this many trials at a step before it prunes there
+    n_min_trials: int = 1  # reports of at least this many trials at a step before it prunes there
 
 
 @dataclass
@@ -105,33 +105,44 @@ class HyperbandPrunerConfig:
 @dataclass
 class CharrnnOptunaSweeperConf:
     _target_: str = "hydra_plugins.charrnn_optuna_sweeper.sweeper.CharrnnOptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: Any = "minimize"  # or maximize; a list of them for a multi-objective study (no pruning)
     # sqlite:///rel/or/abs.db (a relative path is taken from the directory the command runs in),
     # journal:///path/to/file (Optuna's journal file, for a shared filesystem), any RDB URL; null: in memory.
-    storage: Optional[str] = None
-    study_name: Optional[str] = None
-    n_trials: int = 20       # the study's finished (complete + pruned) trials this search runs up to
-    n_jobs: int = 2          # trials running at once (one at a time under the basic launcher)
+    storage: str | None = None
+    study_name: str | None = None
+    n_trials: int = 20  # the study's finished (complete + pruned) trials this search runs up to
+    n_jobs: int = 2  # trials running at once (one at a time under the basic launcher)
     max_failure_rate: float = 0.0
-    params: Optional[Dict[str, str]] = None
+    params: dict[str, str] | None = None
     # A callable (config, optuna.trial.Trial) -> None that suggests more params, as the official sweeper's.
-    custom_search_space: Optional[str] = None
+    custom_search_space: str | None = None
 
 
 def register() -> None:
     store = ConfigStore.instance()
     provider = "charrnn_optuna_sweeper"
-    store.store(group="hydra/sweeper", name="charrnn_optuna", node=CharrnnOptunaSweeperConf,
-                provider=provider)
-    samplers = {"tpe": TPESamplerConfig, "random": RandomSamplerConfig, "cmaes": CmaEsSamplerConfig,
-                "nsgaii": NSGAIISamplerConfig, "qmc": QMCSamplerConfig, "grid": GridSamplerConfig}
+    store.store(
+        group="hydra/sweeper", name="charrnn_optuna", node=CharrnnOptunaSweeperConf, provider=provider
+    )
+    samplers = {
+        "tpe": TPESamplerConfig,
+        "random": RandomSamplerConfig,
+        "cmaes": CmaEsSamplerConfig,
+        "nsgaii": NSGAIISamplerConfig,
+        "qmc": QMCSamplerConfig,
+        "grid": GridSamplerConfig,
+    }
     for name, node in samplers.items():
         store.store(group="hydra/sweeper/sampler", name=name, node=node, provider=provider)
-    pruners = {"none": NopPrunerConfig, "median": MedianPrunerConfig,
-               "successive_halving": SuccessiveHalvingPrunerConfig, "hyperband": HyperbandPrunerConfig}
+    pruners = {
+        "none": NopPrunerConfig,
+        "median": MedianPrunerConfig,
+        "successive_halving": SuccessiveHalvingPrunerConfig,
+        "hyperband": HyperbandPrunerConfig,
+    }
     for name, node in pruners.items():
         store.store(group="hydra/sweeper/pruner", name=name, node=node, provider=provider)
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -32,23 +33,38 @@ LEFT_RUNNING = "left RUNNING by a sweep process that ended without closing it (k
 
 
 class CharrnnOptunaSweeper(Sweeper):
-    def __init__(self, sampler: Any, pruner: Any, direction: Any, storage: str | None, study_name: str | None,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
-                 custom_search_space: str | None) -> None:
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None,
+        custom_search_space: str | None,
+    ) -> None:
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate} must be between 0 and 1")
         self.sampler, self.pruner, self.storage_url, self.study_name = sampler, pruner, storage, study_name
-        self.directions = [str(d) for d in direction] if isinstance(direction, (list, tuple)) or \
-            OmegaConf.is_list(direction) else [str(direction)]
+        self.directions = (
+            [str(d) for d in direction]
+            if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction)
+            else [str(direction)]
+        )
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
         self.params = OmegaConf.to_container(params) if params else {}
         self.extend_space: Callable[[DictConfig, Any], None] | None = (
-            get_method(custom_search_space) if custom_search_space else None)
+            get_method(custom_search_space) if custom_search_space else None
+        )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function)
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         # The pruner's config (not the object built from it) travels to every job.
         self.pruner_conf = OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True)
         in_process = type(self.launcher).__name__ == "BasicLauncher"
@@ -72,16 +88,26 @@ class CharrnnOptunaSweeper(Sweeper):
         self.storage_url = absolute_storage(self.storage_url)
         storage = open_storage(self.storage_url) if self.storage_url else None
         if storage is None and not isinstance(self.pruner, optuna.pruners.NopPruner):
-            raise UserError("hydra.sweeper.pruner needs a storage the trials can reach: "
-                            "set hydra.sweeper.storage "
-                             "(sqlite:///search.db, journal:///shared/search.log or an RDB URL)")
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                    pruner=self.pruner, directions=self.directions, load_if_exists=True)
+            raise UserError(
+                "hydra.sweeper.pruner needs a storage the trials can reach: "
+                "set hydra.sweeper.storage "
+                "(sqlite:///search.db, journal:///shared/search.log or an RDB URL)"
+            )
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            directions=self.directions,
+            load_if_exists=True,
+        )
         self.study, self.storage, self.space, self.fixed = study, storage, space, fixed
         retried = self.close_left_running()
-        log.info(f"Study {study.study_name} in {self.storage_url}: "
-                 f"{self.finished()} of {self.n_trials} trials "
-                 f"finished, {retried} to run again; {self.slots} at a time")
+        log.info(
+            f"Study {study.study_name} in {self.storage_url}: "
+            f"{self.finished()} of {self.n_trials} trials "
+            f"finished, {retried} to run again; {self.slots} at a time"
+        )
         self.run_trials()
         self.save_results()
 
@@ -115,8 +141,13 @@ class CharrnnOptunaSweeper(Sweeper):
         overrides = [f"{name}={value}" for name, value in trial.params.items()]
         overrides += [f"{name}={value}" for name, value in self.fixed.items() if name not in trial.params]
         if self.storage is not None:  # the trial's channel to its study (charrnn.lit.pruning.ReportToOptuna)
-            report = {"_target_": "charrnn.lit.pruning.ReportToOptuna", "storage": self.storage_url,
-                      "study_name": self.study.study_name, "trial": trial.number, "pruner": self.pruner_conf}
+            report = {
+                "_target_": "charrnn.lit.pruning.ReportToOptuna",
+                "storage": self.storage_url,
+                "study_name": self.study.study_name,
+                "trial": trial.number,
+                "pruner": self.pruner_conf,
+            }
             overrides.append(f"++callbacks.optuna_pruning={override_value(report)}")
         return overrides
 
@@ -154,7 +185,9 @@ class CharrnnOptunaSweeper(Sweeper):
                         first_failure = first_failure or future
         if first_failure is not None and too_many:
             log.error(f"{failed} of {ended} trials failed (max_failure_rate={self.max_failure_rate})")
-            first_failure.result()[0].return_value  # the job's own error, raised as the official sweeper does
+            _ = first_failure.result()[
+                0
+            ].return_value  # raises the job's own error, raised as the official sweeper does
 
     def tell(self, trial: Any, future: Future) -> bool:
         """Record how a trial's job ended in the study; False if it failed."""
@@ -171,8 +204,11 @@ class CharrnnOptunaSweeper(Sweeper):
         except Exception as e:
             self.fail(trial, e)
             return False
-        pruned_at = self.storage.get_trial(self.trial_id(trial.number)).user_attrs.get("pruned_at_step") \
-            if self.storage is not None else None
+        pruned_at = (
+            self.storage.get_trial(self.trial_id(trial.number)).user_attrs.get("pruned_at_step")
+            if self.storage is not None
+            else None
+        )
         if pruned_at is not None:
             self.study.tell(trial.number, state=TrialState.PRUNED)
             log.info(f"Trial {trial.number} pruned at step {pruned_at} (best val {values[0]:.4f})")
@@ -192,8 +228,10 @@ class CharrnnOptunaSweeper(Sweeper):
     def save_results(self) -> None:
         from optuna.trial import TrialState
 
-        counts = {state.name.lower(): len(self.study.get_trials(deepcopy=False, states=(state,)))
-                  for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        counts = {
+            state.name.lower(): len(self.study.get_trials(deepcopy=False, states=(state,)))
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        }
         results: dict[str, Any] = {"name": "optuna", "study_name": self.study.study_name, "trials": counts}
         if len(self.directions) > 1:
             results["solutions"] = [{"params": t.params, "values": t.values} for t in self.study.best_trials]
