@@ -1,8 +1,9 @@
 """``hydra/launcher=slurm``: hydra-submitit-launcher's SLURM launcher, made safe on a real cluster.
 
 It refuses in one sentence, before submitting, a request no node of the partition can hold (``sinfo``;
-SLURM itself would leave too many CPUs PENDING for ever); ``gpus_per_node: null`` follows the trainer. It
-waits for every job, polling ``sacct`` itself (submitit's poll slows to once in 5 minutes), gives each job
+SLURM itself would leave too many CPUs PENDING for ever); ``gpus_per_node: null`` follows the trainer. A
+resumed sweep first waits for the jobs of its earlier launch still in SLURM (:mod:`charrnn.cli.slurm_alive`).
+It waits for every job, polling ``sacct`` itself (submitit's poll slows to once in 5 minutes), gives each job
 that ended without a result (scancel, timeout, ...) an ``error.txt`` and a one-line failure, and cancels
 the array when interrupted (Ctrl-C, SIGTERM). Hydra builds launchers only from the plugins its scan of the
 ``hydra_plugins`` namespace finds: :mod:`hydra_plugins.charrnn_slurm_launcher` names this class for it (a
@@ -29,6 +30,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
+from charrnn.cli.slurm_alive import wait_for_earlier_launch
 from charrnn.cli.slurm_resources import (
     LEAST,
     Node,
@@ -75,6 +77,10 @@ log = logging.getLogger(__name__)
 class SubmititSlurmLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SlurmLauncher: checked against the partition, waited for, cancelled on interrupt."""
 
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.own_arrays: set[str] = set()  # the arrays this process submitted (an Optuna sweep: one a batch)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
         check_numbers(self.params)  # first: no SLURM command is needed to refuse a nonsense number
@@ -90,6 +96,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         nums = list(range(initial_job_idx, initial_job_idx + len(job_overrides)))
         for num, overrides in zip(nums, job_overrides):
             log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+        # A resumed sweep whose earlier launch died: its jobs still in SLURM end first (no second copy).
+        wait_for_earlier_launch(self.params["submitit_folder"], self.own_arrays, sweep_dir)
         args = [
             (list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
             for n, o in zip(nums, job_overrides)
@@ -100,6 +108,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
                     io.StringIO()
                 ):  # submitit prints sbatch's refusal, then raises it
                     jobs = self._executor().map_array(self, *zip(*args))
+                self.own_arrays.add(jobs[0].job_id.split("_")[0])
                 guard.arm()
                 wait_for(jobs)
         except Interrupted as e:
