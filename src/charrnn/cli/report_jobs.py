@@ -5,6 +5,10 @@ A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status: ``done`` 
 launcher's record), ``failed`` (any other ``error.txt``, or ``run.json`` / the Hydra job log says so),
 ``stopped`` (``run.json``: by a signal), else ``running``; unfinished jobs are read from their TensorBoard
 scalars so far, with their reason and SLURM log. Damaged files become notes, never exceptions.
+
+Each job also says how it began in the sweep's latest launch (``charrnn-train -m resume=<sweep dir>`` is a
+new launch): ``done`` (counted, not rerun), ``resumed`` (from its last.ckpt), ``started`` (fresh), or ``-``
+(not yet), from the attempts its ``run.json`` records (``launch``, ``began``, ``counted_in_launches``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import yaml
 
 from charrnn.cli.commands import resume_command
+from charrnn.cli.sweeps import RESUME_KEYS
 
 STATUS_ORDER = {"done": 0, "pruned": 1, "running": 2, "stopped": 3, "cancelled": 4, "failed": 5}
 UNFINISHED = ("stopped", "cancelled", "failed")  # listed with their reason and log
@@ -41,6 +46,9 @@ class Job:
     log: str = ""
     notes: list[str] = field(default_factory=list)  # what was damaged in its files, said once after the table
     curve: list[tuple[int, float]] = field(default_factory=list)
+    launches: dict[int, str] = field(default_factory=dict)  # launch of the sweep -> how the job began in it
+    launch: int = 1  # the sweep's latest launch
+    began: str = "-"  # how the job began in it: done (counted, not rerun), resumed, started; - not yet
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -148,10 +156,12 @@ def read_overrides(job: Job) -> None:
             ".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not shown"
         )
         return
-    job.overrides = dict(o.partition("=")[::2] for o in raw)
-    job.overrides.pop(
-        "++callbacks.optuna_pruning", None
-    )  # the Optuna trial's channel to its study, not a param
+    # Not params: the Optuna trial's channel to its study; a whole-sweep resume's keys (on jobs it started).
+    job.overrides = {
+        k: v
+        for k, v in (o.partition("=")[::2] for o in raw)
+        if k != "++callbacks.optuna_pruning" and k.lstrip("+~") not in RESUME_KEYS
+    }
 
 
 def read_metrics(job: Job, metrics: dict[str, Any]) -> None:
@@ -214,12 +224,45 @@ def read_job(path: Path) -> Job:
     else:
         read_unfinished(job, run)
     job.best = None if job.best is None or math.isnan(job.best) else job.best
+    job.launches = launches(run)
     return job
+
+
+def launches(run: dict[str, Any]) -> dict[int, str]:
+    """How a job began in each launch of its sweep, from its attempts in ``run.json`` (the first of a launch
+    counts; a requeue within it does not): ``started``, ``resumed``, or ``done`` (counted, not rerun).
+    Attempts recorded before launches were numbered are launch 1: the first started, later ones resumed."""
+    earlier = run.get("earlier_attempts")
+    attempts = [a for a in (earlier if isinstance(earlier, list) else []) if isinstance(a, dict)]
+    found: dict[int, str] = {}
+    for i, attempt in enumerate([*attempts, run] if run else []):
+        began = attempt.get("began")
+        if began not in ("started", "resumed"):
+            began = "started" if i == 0 else "resumed"
+        found.setdefault(whole(attempt.get("launch")) or 1, began)
+        counted = attempt.get("counted_in_launches")
+        for launch in counted if isinstance(counted, list) else []:
+            if whole(launch):
+                found.setdefault(int(launch), "done")
+    return found
+
+
+def sweep_launch(sweep: Path, jobs: list[Job]) -> int:
+    """The sweep's latest launch: its ``multirun.yaml`` (rewritten by each launch) or any job's record."""
+    try:
+        saved = yaml.safe_load((sweep / "multirun.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        saved = None
+    number = whole(saved.get("resume_launch")) if isinstance(saved, dict) else None
+    return max([number or 1, *(n for j in jobs for n in j.launches)])
 
 
 def find_jobs(sweep: Path) -> list[Job]:
     dirs = [p for p in sorted(sweep.iterdir()) if (p / ".hydra" / "overrides.yaml").is_file()]
     jobs = [read_job(p) for p in dirs]
+    latest = sweep_launch(sweep, jobs)
+    for job in jobs:
+        job.launch, job.began = latest, job.launches.get(latest, "-")
     jobs.sort(
         key=lambda j: (
             j.status in ("failed", "cancelled"),

@@ -28,11 +28,24 @@ def short_path(path: str, job_dir: Path) -> str:
         return path
 
 
+BEGAN = {"done": "done before", "resumed": "resumed", "started": "started", "-": "not begun"}
+
+
+def launch_summary(jobs: list[Job]) -> str:
+    """``launch 2: 4 jobs: 1 done before, 1 resumed, 2 started``: how the jobs began in the latest launch."""
+    counts = {b: sum(j.began == b for j in jobs) for b in BEGAN}
+    launch = jobs[0].launch if jobs else 1
+    return f"launch {launch}: {len(jobs)} jobs: " + ", ".join(
+        f"{counts[b]} {w}" for b, w in BEGAN.items() if counts[b]
+    )
+
+
 def rows(jobs: list[Job], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     header = [
         "job",
         *keys,
         "status",
+        f"launch {jobs[0].launch if jobs else 1}",
         "best val/bpc",
         "final val/bpc",
         "epochs",
@@ -45,6 +58,7 @@ def rows(jobs: list[Job], keys: list[str]) -> tuple[list[str], list[list[str]]]:
             str(j.num),
             *(j.overrides.get(k, "") for k in keys),
             j.status,
+            j.began,
             fmt(j.best),
             fmt(j.final),
             fmt(j.epochs),
@@ -70,6 +84,8 @@ def write_markdown(
         "",
         f"{len(jobs)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown),
         "",
+        launch_summary(jobs),
+        "",
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job, row in zip(jobs, table):
@@ -94,6 +110,8 @@ def write_csv(path: Path, keys: list[str], jobs: list[Job]) -> None:
                 "dir",
                 *keys,
                 "status",
+                "launch",
+                "began",
                 "best_val_bpc",
                 "final_val_bpc",
                 "epochs",
@@ -112,6 +130,8 @@ def write_csv(path: Path, keys: list[str], jobs: list[Job]) -> None:
                     j.path.name,
                     *(j.overrides.get(k, "") for k in keys),
                     j.status,
+                    j.launch,
+                    j.began,
                     "" if j.best is None else j.best,
                     "" if j.final is None else j.final,
                     "" if j.epochs is None else j.epochs,
@@ -152,6 +172,7 @@ def print_table(header: list[str], table: list[list[str]], jobs: list[Job], swee
     if not console.is_terminal:
         console.width = max(console.width, 160)  # piped or captured: no wrapping of a narrow default
     console.print(out)
+    console.print(launch_summary(jobs), highlight=False)
     for j in jobs:
         if j.status in UNFINISHED:
             log = f"; log: {j.log}" if j.log else ""
