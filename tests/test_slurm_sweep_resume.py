@@ -6,7 +6,7 @@ checkpoint) while job 0 ends. Then the sweep process is SIGKILLed, job 3 (pendin
 is killed (SIGKILL, as a lost node would): job 2 is still in SLURM. The resume must wait for job 2 (one
 line naming it) instead of running a second copy, then count jobs 0 and 2, continue job 1 from its
 last.ckpt and start job 3, each ending exactly as in an uninterrupted sweep with the same seeds; the report
-says so before and after.
+says so before and after. Without a cluster: the wait and its cancelling on Ctrl-C, with a fake squeue.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,50 @@ EXCLUDE = (
     "data.path,resume,callbacks.hold._target_,callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir"
 )
 HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers"), "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """squeue printing ``<tmp>/squeue.txt``; scancel logging its arguments and emptying the queue."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    queue, log = tmp_path / "squeue.txt", tmp_path / "scancel.txt"
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncat {queue}\n")
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {log}\n: > {queue}\n')
+    for tool in ("squeue", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sweep = tmp_path / "sweep"
+    for name in ("7", "7_0", "7_1", "9_0"):  # array 7: an earlier launch's; 9: this process's own
+        (sweep / ".submitit" / name).mkdir(parents=True)
+    queue.write_text("7_1\n8_0\n9_0\n")  # 8: another sweep's job
+    return sweep, queue, log
+
+
+def test_the_earlier_launch_is_waited_for_until_it_leaves_squeue(fake_slurm, capsys):
+    from charrnn.cli.slurm_alive import wait_for_earlier_launch
+
+    sweep, queue, log = fake_slurm
+    threading.Timer(0.5, queue.write_text, ("8_0\n",)).start()
+    wait_for_earlier_launch(f"{sweep}/.submitit/%j", {"9"}, sweep, poll_s=0.1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["charrnn-train: waiting for 1 SLURM job(s) of the earlier launch, still in SLURM: 7_1"]
+    assert not log.exists()
+    wait_for_earlier_launch(f"{sweep}/.submitit/%j", {"9"}, sweep, poll_s=0.1)  # none left: silent
+    assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_while_waiting_cancels_the_earlier_launch(fake_slurm, capsys):
+    from charrnn.cli.slurm_alive import wait_for_earlier_launch
+
+    sweep, queue, log = fake_slurm
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(SystemExit) as stop:
+        wait_for_earlier_launch(f"{sweep}/.submitit/%j", {"9"}, sweep, poll_s=0.1)
+    assert stop.value.code == 130 and log.read_text() == "7_1\n"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("charrnn-train: SIGINT: cancelled SLURM job(s) 7_1 of the earlier launch"), last
+    assert f"charrnn-train -m resume={sweep} continues them" in last
 
 
 def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
