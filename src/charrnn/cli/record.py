@@ -87,7 +87,17 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 class RunRecord:
     """The ``run.json`` of one run, rewritten as the run goes."""
 
-    def __init__(self, out: Path, seed: int, accelerator: str, overrides: list[str]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        seed: int,
+        accelerator: str,
+        overrides: list[str],
+        began: str = "started",
+        launch: int | None = None,
+    ) -> None:
+        """``began``: how this attempt began, ``started`` (fresh) or ``resumed`` (from a checkpoint);
+        ``launch``: in a sweep, the launch this attempt belongs to (1; a whole-sweep resume: 2, 3...)."""
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         self.enabled = rank_zero_only.rank == 0  # under DDP one process (rank 0) keeps the record
@@ -97,6 +107,7 @@ class RunRecord:
         earlier = [json.loads(self.path.read_text())] if self.path.is_file() else []
         self.data: dict[str, Any] = {
             "status": "running",
+            "began": began,
             "started": now(),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
             "overrides": overrides,
@@ -112,6 +123,8 @@ class RunRecord:
                 "job": job,
                 "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
             }
+        if launch is not None:
+            self.data["launch"] = launch
         if earlier:
             self.data["earlier_attempts"] = earlier[0].pop("earlier_attempts", []) + earlier
         self.written = False
@@ -129,3 +142,16 @@ class RunRecord:
     def finish(self, status: str, **fields: Any) -> None:
         self.written = True
         self.update(status=status, ended=now(), wall_seconds=round(time.time() - self.started, 3), **fields)
+
+
+def count_as_done(out: Path, launch: int) -> None:
+    """A done job that launch ``launch`` of its sweep counted without training: ``counted_in_launches`` in
+    its ``run.json`` (nothing to write where it has none)."""
+    path = out / "run.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict):
+        data["counted_in_launches"] = [*data.get("counted_in_launches", []), launch]
+        write_json(path, data)

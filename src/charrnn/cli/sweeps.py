@@ -5,7 +5,8 @@ into the sweep's own command line: its saved overrides (``multirun.yaml``: the s
 launcher), into the same ``hydra.sweep.dir``, with this call's extra overrides applied to every job
 and kept out of the job dir names. Each job (:func:`sweep_job_config`) then decides from its own dir:
 ``done`` -> its recorded result counts, nothing runs; a ``last.ckpt`` -> it continues exactly as
-``resume=<job dir>`` would; nothing there -> it starts.
+``resume=<job dir>`` would; nothing there -> it starts. Each launch has its number (``resume_launch``: 1 for
+the sweep's first, +1 a resume), which the jobs record (run.json) and charrnn-report reads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from charrnn.core.errors import UserError
+
+RESUME_KEYS = ("resume", "resume_extra", "resume_launch")  # a resume's own keys, never a job's identity
+
+
+def launch_number(cfg: DictConfig) -> int:
+    """Which launch of its sweep a config (a job's, or the saved ``multirun.yaml``) is: 1, then 2, 3 for resumes."""
+    value = cfg.get("resume_launch")
+    return int(value) if isinstance(value, int) and value > 0 else 1
 
 
 def is_sweep_dir(path: Path) -> bool:
@@ -45,7 +54,7 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
             f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a -m run wrote, or drop -m to resume one run"
         )
     saved = OmegaConf.load(sweep / "multirun.yaml")
-    task = [o for o in saved.hydra.overrides.task if override_key(o) not in ("resume", "resume_extra")]
+    task = [o for o in saved.hydra.overrides.task if override_key(o) not in RESUME_KEYS]
     hydra_overrides = [
         o
         for o in saved.hydra.overrides.hydra
@@ -71,7 +80,7 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
     # The extras travel as one list that every job applies itself (sweep_job_config), not as Hydra overrides:
     # the job dir names (and what each job's Hydra records) stay exactly the sweep's own.
     before = list(saved.hydra.job.config.override_dirname.exclude_keys)
-    excluded = before + [k for k in ("resume", "resume_extra") if k not in before]
+    excluded = before + [k for k in RESUME_KEYS if k not in before]
     extra_list = ",".join(repr(e) for e in extras)
     return [
         *flags,
@@ -81,6 +90,7 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
         *task,
         f"resume={sweep}",
         f"+resume_extra=[{extra_list}]",
+        f"+resume_launch={launch_number(saved) + 1}",
     ]
 
 
@@ -89,7 +99,7 @@ def nothing_left(sweep: Path, argv: Sequence[str]) -> bool:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415 -- public static method
 
     saved = OmegaConf.load(sweep / "multirun.yaml")
-    task = [o for o in saved.hydra.overrides.task if override_key(o) not in ("resume", "resume_extra")]
+    task = [o for o in saved.hydra.overrides.task if override_key(o) not in RESUME_KEYS]
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(task)
@@ -114,6 +124,7 @@ def sweep_job_config(cfg: DictConfig) -> tuple[DictConfig | None, float | None]:
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.pop("resume_extra", None)
+        cfg.pop("resume_launch", None)
     for extra in extras:
         OmegaConf.update(cfg, override_key(extra), rundir.yaml_value(extra.partition("=")[2]), force_add=True)
     out = Path(str(cfg.output_dir))

@@ -27,7 +27,7 @@ from charrnn.cli.checks import check_run
 from charrnn.cli.commands import resume_command
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
-from charrnn.cli.record import RunRecord
+from charrnn.cli.record import RunRecord, count_as_done
 from charrnn.cli.training import RunContext, train
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
@@ -88,13 +88,14 @@ def job_from_hydra() -> Job:
 
 def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     """Decide the final config, check it, and train under the run lock and the job's device lease."""
-    out = cfg.output_dir
+    out, launch = cfg.output_dir, sweeps.launch_number(cfg) if job.in_sweep else None
     if (
         job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume)))
     ):  # -m resume=<sweep dir>
         extras = sweeps.resume_extras(cfg)
         cfg, recorded = sweeps.sweep_job_config(cfg)
         if cfg is None:
+            count_as_done(Path(str(out)), launch or 1)
             print(
                 f"{PROG}: sweep job {job.num} is done; its recorded best val bpc counts: {recorded}",
                 file=sys.stderr,
@@ -110,7 +111,9 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     check_run(cfg, job)
     cfg = share_machine(cfg, job)
     with rundir.lock_run(out):
-        record = RunRecord(Path(str(out)), cfg.seed, str(cfg.trainer.get("accelerator")), list(job.overrides))
+        began = "started" if checkpoint is None else "resumed"
+        accelerator = str(cfg.trainer.get("accelerator"))
+        record = RunRecord(Path(str(out)), cfg.seed, accelerator, list(job.overrides), began, launch)
         try:
             with lease_device(cfg, job) as lease:
                 if lease is not None:  # the device slot this sweep job holds, and when (charrnn.cli.lease)
