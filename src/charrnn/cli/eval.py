@@ -74,8 +74,8 @@ def check_corpus_unchanged(run: Any, text: str, split: str, allowed: bool) -> No
         )
 
 
-def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any, bool]:
-    """The tokens of ``split`` rebuilt from the run's config (as training cut them), and whether training fed one-hot inputs."""
+def split_tokens(run: Any, split: str, allow_change: bool = False) -> Any:
+    """The tokens of ``split`` rebuilt from the run's config (as training cut them)."""
     from omegaconf import OmegaConf
 
     from charrnn.core.corpora import load_corpus
@@ -119,21 +119,21 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
     hello = corpus == "hello"
     fractions = [1.0, 1.0, 1.0] if hello else check_split(data.get("split"))
     _, seq_len = check_windows(data.get("batch_size", 32), data.get("seq_len", 64))
-    tokens, one_hot = vocab.encode(text), bool(data.get("one_hot", True))
+    tokens = vocab.encode(text)
     if split == "standard_val":  # the corpus's last 10 %, whatever the run's own cut
-        return standard_val(tokens), one_hot
-    return cut_splits(tokens, fractions, seq_len, whole=hello)[split], one_hot
+        return standard_val(tokens)
+    return cut_splits(tokens, fractions, seq_len, whole=hello)[split]
 
 
-def standard_val_record(run: Any, batch_size: int, seq_len: int, one_hot: bool) -> dict[str, Any]:
+def standard_val_record(run: Any, batch_size: int, seq_len: int) -> dict[str, Any]:
     """``standard_val_loss``/``_bpc`` of the run on the corpus's last 10 %, and whether training left it out."""
     from charrnn.core.scoring import evaluate, standard_val_held_out
 
     data = run.config.get("data") or {}
-    tokens = split_tokens(run, "standard_val", allow_change=True)[
-        0
-    ]  # the corpus was checked for the split asked for
-    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
+    tokens = split_tokens(
+        run, "standard_val", allow_change=True
+    )  # the corpus was checked for the split asked for
+    metrics = evaluate(run.model, tokens, batch_size, seq_len)
     held_out = data.get("corpus") != "hello" and standard_val_held_out(list(data.get("split")))
     return {
         "standard_val_loss": metrics["loss"],
@@ -177,17 +177,13 @@ def evaluate_run(args: list[str]) -> int:
     check_windows(batch_size, seq_len, prefix="")  # before the text is read
     if "path" in opts:
         # encode raises the error that names any characters outside the vocabulary
-        tokens, one_hot, source = (
-            run.vocab.encode(read_text_file(opts["path"])),
-            bool(data_cfg.get("one_hot", True)),
-            opts["path"],
-        )
+        tokens, source = run.vocab.encode(read_text_file(opts["path"])), opts["path"]
     else:
-        tokens, one_hot = split_tokens(run, split, opts.get("allow_corpus_change", False))
+        tokens = split_tokens(run, split, opts.get("allow_corpus_change", False))
         source = f"split={split}"
     if len(tokens) < 2:
         raise UserError(f"{source} holds {len(tokens)} character(s); scoring needs at least 2")
-    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
+    metrics = evaluate(run.model, tokens, batch_size, seq_len)
     record = {
         "checkpoint": str(run.checkpoint_path),
         "source": source,
@@ -196,7 +192,7 @@ def evaluate_run(args: list[str]) -> int:
         "seq_len": int(seq_len),
     }
     if "path" not in opts and split != "standard_val":
-        record.update(standard_val_record(run, batch_size, seq_len, one_hot))
+        record.update(standard_val_record(run, batch_size, seq_len))
     if not json_only:
         print(f"checkpoint   {record['checkpoint']}")
         print(

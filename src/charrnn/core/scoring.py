@@ -58,13 +58,10 @@ def metrics_from_sums(sums: Tensor) -> dict[str, float]:
     }
 
 
-def evaluate(
-    model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int, one_hot: bool = True
-) -> dict[str, float]:
+def evaluate(model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int) -> dict[str, float]:
     """Whole-sequence metrics of ``model`` predicting ``tokens[1:]`` from ``tokens[:-1]``, statefully.
 
-    ``one_hot`` feeds float one-hot inputs, as the data module does during training (``False``
-    feeds the indices; the model gives the same numbers either way, up to float rounding).
+    The model reads the token indices, as in training (it encodes them itself: :class:`CharRNN`).
     Returns ``loss`` (nats/char), ``bpc``, ``perplexity``, ``acc`` and ``chars`` (targets scored).
     """
     if len(tokens) < 2:
@@ -80,8 +77,6 @@ def evaluate(
             state = None
             for k in range(len(windows)):
                 inputs, targets = (t.to(device) for t in windows[k])
-                if one_hot:
-                    inputs = F.one_hot(inputs, model.vocab_size).float()
                 logits, state = model(inputs, state)
                 sums += batch_sums(logits, targets)
     finally:

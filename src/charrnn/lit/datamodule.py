@@ -1,9 +1,9 @@
-"""CharDataModule: text -> Vocabulary -> one integer tensor -> batches of shifted windows -> one-hot on the device.
+"""CharDataModule: text -> Vocabulary -> one integer tensor -> batches of shifted windows of indices.
 
-The corpus is held once, as int64 indices. Batches carry indices through the DataLoader; the
-one-hot encoding is made in ``on_after_batch_transfer``, after the batch reached its device, so
-the whole corpus never exists as one-hot. How a split is cut into windows, and the two
-batchings (stateful and random), is :mod:`charrnn.core.windows`.
+The corpus is held once, as int64 indices, and batches carry indices to the device: the model
+one-hot encodes them there (:class:`charrnn.core.model.CharRNN`), so the whole corpus never exists
+as one-hot. How a split is cut into windows, and the two batchings (stateful and random), is
+:mod:`charrnn.core.windows`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from charrnn.core.windows import (
 
 
 class CharDataModule(L.LightningDataModule):
-    """Any text as one-hot shifted sequences: input ``text[i:i+T]``, target ``text[i+1:i+T+1]``."""
+    """Any text as shifted sequences of indices: input ``text[i:i+T]``, target ``text[i+1:i+T+1]``."""
 
     def __init__(
         self,
@@ -48,7 +48,6 @@ class CharDataModule(L.LightningDataModule):
         encoding: str = "utf-8",
         errors: str = "strict",
         max_chars: int | None = None,
-        one_hot: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -61,7 +60,7 @@ class CharDataModule(L.LightningDataModule):
         if max_chars is not None:
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
         self.corpus, self.path, self.encoding, self.errors = corpus, path, encoding, errors
-        self.max_chars, self.one_hot = max_chars, one_hot
+        self.max_chars = max_chars
         # The run's seed: random batching draws from it, never from torch's global generator.
         self.seed = checked("seed", seed, integer=True, low=0)
         self.train_sampler: EpochSampler | None = None
@@ -230,11 +229,3 @@ class CharDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._streams("test")
-
-    def on_after_batch_transfer(
-        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
-    ) -> tuple[Tensor, Tensor]:
-        inputs, targets = batch
-        if self.one_hot and self.vocab is not None:
-            inputs = torch.nn.functional.one_hot(inputs, len(self.vocab)).float()
-        return inputs, targets
