@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from charrnn.core.errors import UserError
 from charrnn.core.model import CharRNN
-from charrnn.core.windows import IGNORE_INDEX, StreamWindows, check_windows
+from charrnn.core.windows import IGNORE_INDEX, StreamWindows
 
 LN2 = math.log(2.0)
 STANDARD_TRAIN_FRACTION = 0.9  # the standard split (nanoGPT's shakespeare_char): val is the last 10 %
@@ -62,11 +62,13 @@ def evaluate(model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int) -> d
     """Whole-sequence metrics of ``model`` predicting ``tokens[1:]`` from ``tokens[:-1]``, statefully.
 
     The model reads the token indices, as in training (it encodes them itself: :class:`CharRNN`).
-    Returns ``loss`` (nats/char), ``bpc``, ``perplexity``, ``acc`` and ``chars`` (targets scored).
+    ``batch_size`` and ``seq_len`` are whole numbers of at least 1 (``charrnn-eval`` checks them as it
+    parses them: :func:`charrnn.core.windows.check_windows`). Returns ``loss`` (nats/char), ``bpc``,
+    ``perplexity``, ``acc`` and ``chars`` (targets scored).
     """
     if len(tokens) < 2:
         raise UserError(f"evaluation needs at least 2 characters (one input, one target), got {len(tokens)}")
-    batch_size, seq_len = check_windows(batch_size, seq_len, prefix="")
+    batch_size, seq_len = int(batch_size), int(seq_len)
     device = model.head.weight.device
     windows = StreamWindows(tokens.long().cpu(), batch_size, seq_len)
     sums = torch.zeros(3, dtype=torch.float64, device=device)

@@ -27,9 +27,9 @@ from charrnn.core.windows import (
     RandomWindows,
     StreamWindows,
     check_batching,
-    check_split,
     check_windows,
-    cut_splits,
+    corpus_splits,
+    split_fractions,
 )
 
 
@@ -53,9 +53,7 @@ class CharDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size, self.seq_len = check_windows(batch_size, seq_len)
         self.batching = check_batching(batching)
-        self.split = (
-            [1.0, 1.0, 1.0] if corpus == "hello" else check_split(split)
-        )  # "hello" is not cut: cut_splits
+        self.split = split_fractions(corpus, split)  # None: "hello", not cut
         self.num_workers = checked("data.num_workers", num_workers, integer=True, low=0)
         if max_chars is not None:
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
@@ -80,19 +78,9 @@ class CharDataModule(L.LightningDataModule):
         if self.tokens is not None:
             return
         self.text = load_corpus(self.corpus, self.path, self.encoding, self.errors, self.max_chars)
-        self.vocab = Vocabulary.from_text(self.text)
-        self.tokens = self.vocab.encode(self.text)
-        self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
-        for name, part in self.splits.items():  # fewer streams than asked would be taken silently
-            if (
-                len(part) - 1 < self.batch_size
-                and len(part) > 0
-                and (name != "train" or self.batching == "stateful")
-            ):
-                raise UserError(
-                    f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={self.batch_size} streams; "
-                    f"lower data.batch_size, or give {name} a larger data.split fraction"
-                )
+        self.vocab, self.tokens, self.splits = corpus_splits(
+            self.text, self.split, self.seq_len, self.batch_size, stateful=self.batching == "stateful"
+        )
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         # A private generator: every pass over a DataLoader draws a seed, which must not move
@@ -131,7 +119,7 @@ class CharDataModule(L.LightningDataModule):
 
     def has_test(self) -> bool:
         """Whether the run has a test split: ``data.split``'s test fraction 0 means none (the final test is skipped)."""
-        return self.split[2] > 0
+        return self.split is None or self.split[2] > 0
 
     def batches_per_epoch(self) -> int:
         dataset, draws, per_batch = self._train_windows()
