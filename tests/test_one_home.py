@@ -90,3 +90,13 @@ def calls_named(name: str) -> dict[str, int]:
 def test_only_the_model_one_hot_encodes():
     """The numpy reference writes its own maths out on purpose; in torch only the model one-hot encodes."""
     assert calls_named("one_hot") == {"core/model.py": 1, "core/reference.py": 2}
+
+
+def test_eval_scores_the_hello_run_without_a_standard_val(tmp_path, capsys):
+    """The "hello" run has no standard val (its last 10 % is one character): the split is scored alone."""
+    from charrnn.cli.eval import main
+
+    data = {"corpus": "hello", "path": None, "seq_len": 4, "batch_size": 1, "split": [1.0, 0.0, 0.0]}
+    assert main([str(fake_run(tmp_path, data, "hello")), "split=val"]) == 0
+    out = capsys.readouterr().out
+    assert "4 characters scored" in out and "standard val" not in out

@@ -207,7 +207,7 @@ def evaluate_run(args: list[str]) -> int:
         "batch_size": int(batch_size),
         "seq_len": int(seq_len),
     }
-    if "path" not in opts and split != "standard_val":
+    if "path" not in opts and split != "standard_val" and len(splits["standard_val"]) >= 2:  # not for "hello"
         standard = evaluate(run.model, splits["standard_val"], batch_size, seq_len)
         record.update(
             standard_val_loss=standard["loss"],
