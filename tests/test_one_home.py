@@ -100,3 +100,15 @@ def test_eval_scores_the_hello_run_without_a_standard_val(tmp_path, capsys):
     assert main([str(fake_run(tmp_path, data, "hello")), "split=val"]) == 0
     out = capsys.readouterr().out
     assert "4 characters scored" in out and "standard val" not in out
+
+
+def test_the_seed_is_checked_in_one_place_with_seed_everythings_bound():
+    from charrnn.core.errors import UserError
+    from charrnn.lit.datamodule import CharDataModule
+
+    homes = [p for p in SRC.rglob("*.py") if 'checked("seed"' in p.read_text()]
+    assert [str(p.relative_to(SRC)) for p in homes] == ["lit/datamodule.py"]
+    assert CharDataModule(corpus="hello", seed=2**32 - 1).seed == 2**32 - 1
+    for bad in (-1, 2**32, 1.5):
+        with pytest.raises(UserError, match=r"^seed "):
+            CharDataModule(corpus="hello", seed=bad)

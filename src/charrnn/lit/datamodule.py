@@ -59,8 +59,9 @@ class CharDataModule(L.LightningDataModule):
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
         self.corpus, self.path, self.encoding, self.errors = corpus, path, encoding, errors
         self.max_chars = max_chars
-        # The run's seed: random batching draws from it, never from torch's global generator.
-        self.seed = checked("seed", seed, integer=True, low=0)
+        # The run's seed: random batching draws from it, never from torch's global generator. Checked
+        # here once for every use (Lightning's seed_everything too, hence its uint32 bound).
+        self.seed = checked("seed", seed, integer=True, low=0, high=2**32 - 1)
         self.train_sampler: EpochSampler | None = None
         self.epoch_start_step = 0
         self.restored: dict[str, int] | None = None  # where a checkpoint's epoch stood
