@@ -1,4 +1,4 @@
-"""A run directory: where Hydra puts it, how ``resume=`` settles a run's config and checkpoint, how it is reopened.
+"""A run directory: where Hydra puts it, how ``resume=`` decides a run's config and checkpoint, how it is reopened.
 
 Importing this module registers the OmegaConf resolvers ``conf/hydra/default.yaml`` uses
 (``charrnn-train`` does; so must anything that composes the config with Hydra's compose API):

@@ -56,7 +56,7 @@ def job_failed(out: Any, message: str, job: Job) -> JobFailed:
 
 def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
     """A SLURM job warned of its time limit (SIGUSR2) has saved ``last.ckpt``: submitit's handler, back in
-    place, requeues the job and exits (the next attempt continues from that checkpoint, rundir.settle).
+    place, requeues the job and exits (the next attempt continues from that checkpoint: rundir.final_config).
     Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence."""
     print(
         f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr
