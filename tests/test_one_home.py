@@ -112,3 +112,22 @@ def test_the_seed_is_checked_in_one_place_with_seed_everythings_bound():
     for bad in (-1, 2**32, 1.5):
         with pytest.raises(UserError, match=r"^seed "):
             CharDataModule(corpus="hello", seed=bad)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["model.hiden_size=3"]])
+def test_help_and_a_config_error_answer_without_torch(tmp_path, argv):
+    """Issue 16 item 5: the entry layer imports torch and Lightning only once a run starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"sys.argv = ['charrnn-train', *{argv!r}]\n"
+        "from charrnn.cli.train import cli\n"
+        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
