@@ -1,4 +1,4 @@
-"""The package's floors (core -> lit -> cli), and the rules that each live in one place."""
+"""The package's layers (core -> lit -> cli), and the rules that each live in one place."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from charrnn.core.errors import UserError
 from conftest import TINY_TEXT
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "charrnn"
-# What each floor may import, of the project and of the frameworks.
+# What each layer may import, of the project and of the frameworks.
 FORBIDDEN = {
     "core": ("charrnn.lit", "charrnn.cli", "lightning", "hydra", "omegaconf"),
     "lit": ("charrnn.cli", "hydra"),
@@ -30,11 +30,11 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("floor", sorted(FORBIDDEN))
-def test_no_floor_imports_upward(floor):
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_layer_imports_upward(layer):
     offenders = {}
-    for path in sorted((SRC / floor).glob("*.py")):
-        bad = sorted(m for m in imported_modules(path) if m.startswith(FORBIDDEN[floor]))
+    for path in sorted((SRC / layer).glob("*.py")):
+        bad = sorted(m for m in imported_modules(path) if m.startswith(FORBIDDEN[layer]))
         if bad:
             offenders[path.name] = bad
     assert offenders == {}

@@ -51,26 +51,25 @@ def test_split_bounds_are_disjoint_and_contiguous():
     assert bounds == [(0, 900), (900, 950), (950, 1000)]
 
 
-def test_datamodule_yields_one_hot_shifted_batches(corpus):
+def test_datamodule_yields_shifted_batches_of_indices(corpus):
     dm = CharDataModule(corpus="text", path=str(corpus), seq_len=16, batch_size=4)
     dm.setup("fit")
     assert dm.tokens is not None and dm.tokens.dtype == torch.long
     sizes = [len(dm.splits[s]) for s in ("train", "val", "test")]
     assert sum(sizes) == len(dm.tokens) and min(sizes) > 0
     assert torch.equal(torch.cat([dm.splits[s] for s in ("train", "val", "test")]), dm.tokens)
-    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert x.shape == (4, 16, len(dm.vocab)) and x.dtype == torch.float32
+    x, y = next(iter(dm.train_dataloader()))  # indices: the model one-hot encodes them (CharRNN.forward)
+    assert x.shape == (4, 16) and x.dtype == torch.long
     assert y.shape == (4, 16)
-    assert torch.equal(x.sum(-1), torch.ones(4, 16))
     # The input of position t+1 is the target of position t.
-    assert torch.equal(x.argmax(-1)[:, 1:], y[:, :-1])
+    assert torch.equal(x[:, 1:], y[:, :-1])
 
 
 def test_random_batching_datamodule(corpus):
     dm = CharDataModule(corpus="text", path=str(corpus), seq_len=16, batch_size=4, batching="random")
     dm.setup("fit")
-    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert x.shape == (4, 16, len(dm.vocab)) and torch.equal(x.argmax(-1)[:, 1:], y[:, :-1])
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
 
 
 def test_hello_validates_on_its_training_sequence():

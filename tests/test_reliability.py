@@ -305,7 +305,7 @@ def test_run_records_its_provenance(workspace):
 
 
 def test_resuming_a_gpu_run_on_a_cpu_machine_is_one_sentence(workspace, tmp_path):
-    """The device check reads the settled (resumed) config, not the freshly composed one."""
+    """The device check reads the final (resumed) config, not the freshly composed one."""
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     import shutil

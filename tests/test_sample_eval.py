@@ -145,9 +145,6 @@ def test_evaluate_scores_every_target_once(batch_size, seq_len):
     tokens = torch.randint(0, 6, (301,))
     metrics = evaluate(model, tokens, batch_size, seq_len)
     assert metrics["chars"] == 300
-    assert evaluate(model, tokens, batch_size, seq_len, one_hot=False)["loss"] == pytest.approx(
-        metrics["loss"], rel=1e-6
-    )
     if batch_size == 1:  # one stream: exactly the full forward over the sequence
         with torch.no_grad():
             logits, _ = model(tokens[:-1].unsqueeze(0))

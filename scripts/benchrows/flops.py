@@ -52,7 +52,6 @@ def seconds_per_step(hidden: int, vocab_size: int) -> dict[str, float]:
     """CharRNN on one-hot indices vs a bare nn.LSTM + Linear on dense inputs, timed interleaved."""
     import torch
     from torch import nn
-    from torch.nn import functional as F
 
     from charrnn.core.model import CharRNN
 
@@ -63,8 +62,8 @@ def seconds_per_step(hidden: int, vocab_size: int) -> dict[str, float]:
     bare_lstm, bare_head = nn.LSTM(vocab_size, hidden, batch_first=True), nn.Linear(hidden, vocab_size)
 
     def project_forward(x: Any, h: Any) -> Any:
-        # The project's path: indices one-hot encoded per batch (as on_after_batch_transfer does), then CharRNN.
-        return project(F.one_hot(x, vocab_size).float(), h)
+        # The project's path: CharRNN takes the batch's indices and one-hot encodes them itself.
+        return project(x, h)
 
     def bare_forward(x: Any, h: Any) -> Any:
         out, h = bare_lstm(x, h)

@@ -1,1 +1,1 @@
-"""Floor 3, the applications: charrnn-train, -sample, -eval, -report and the run-directory code they share."""
+"""Layer 3, the applications: charrnn-train, -sample, -eval, -report and the run-directory code they share."""

@@ -21,7 +21,6 @@ def check_run(cfg: DictConfig, job: Job) -> None:
     check_sweep_job(cfg, job)
     check_trainer(cfg.trainer)
     check_monitors(cfg.get("callbacks") or {})
-    checked("seed", cfg.get("seed"), integer=True, low=0, high=2**32 - 1)
 
 
 def check_devices(trainer_cfg: DictConfig) -> None:

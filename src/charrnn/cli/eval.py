@@ -74,14 +74,11 @@ def check_corpus_unchanged(run: Any, text: str, split: str, allowed: bool) -> No
         )
 
 
-def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any, bool]:
-    """The tokens of ``split`` rebuilt from the run's config (as training cut them), and whether training fed one-hot inputs."""
+def run_text(run: Any) -> str:
+    """The text of the corpus the run's saved config names (a relative ``data.path``: from where it trained)."""
     from omegaconf import OmegaConf
 
     from charrnn.core.corpora import load_corpus
-    from charrnn.core.scoring import standard_val
-    from charrnn.core.vocab import Vocabulary
-    from charrnn.core.windows import check_split, check_windows, cut_splits
 
     if run.config is None:
         raise UserError(
@@ -100,12 +97,29 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
         )
         if cwd and (Path(cwd) / path).exists():
             path = str(Path(cwd) / path)
-    corpus = data.get("corpus", "stdlib")
-    text = load_corpus(
-        corpus, path, data.get("encoding", "utf-8"), data.get("errors", "strict"), data.get("max_chars")
+    return load_corpus(
+        data.get("corpus", "stdlib"),
+        path,
+        data.get("encoding", "utf-8"),
+        data.get("errors", "strict"),
+        data.get("max_chars"),
     )
+
+
+def run_splits(run: Any, split: str, allow_change: bool = False) -> tuple[dict[str, Any], bool]:
+    """The run's train/val/test splits rebuilt from its saved config by the code training made them with
+    (:func:`charrnn.core.windows.corpus_splits`), with ``standard_val``; and whether training left that out."""
+    from charrnn.core.scoring import standard_val, standard_val_held_out
+    from charrnn.core.windows import corpus_splits, split_fractions
+
+    text = run_text(run)
     check_corpus_unchanged(run, text, split, allow_change)
-    vocab = Vocabulary.from_text(text)
+    data = run.config.get("data") or {}
+    fractions = split_fractions(data.get("corpus", "stdlib"), data.get("split"))
+    stateful = data.get("batching", "stateful") == "stateful"
+    vocab, tokens, splits = corpus_splits(
+        text, fractions, data.get("seq_len", 64), data.get("batch_size", 32), stateful
+    )
     if vocab != run.vocab:
         extra, missing = (
             sorted(set(vocab.chars) - set(run.vocab.chars)),
@@ -116,35 +130,36 @@ def split_tokens(run: Any, split: str, allow_change: bool = False) -> tuple[Any,
             f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
             f"so its splits are not the ones the model was trained on; pass path=FILE to score a text file"
         )
-    hello = corpus == "hello"
-    fractions = [1.0, 1.0, 1.0] if hello else check_split(data.get("split"))
-    _, seq_len = check_windows(data.get("batch_size", 32), data.get("seq_len", 64))
-    tokens, one_hot = vocab.encode(text), bool(data.get("one_hot", True))
-    if split == "standard_val":  # the corpus's last 10 %, whatever the run's own cut
-        return standard_val(tokens), one_hot
-    return cut_splits(tokens, fractions, seq_len, whole=hello)[split], one_hot
+    # The corpus's last 10 %, whatever the run's own cut; "hello" (not cut) trains on all of it.
+    held_out = fractions is not None and standard_val_held_out(fractions)
+    return {**splits, "standard_val": standard_val(tokens)}, held_out
 
 
-def standard_val_record(run: Any, batch_size: int, seq_len: int, one_hot: bool) -> dict[str, Any]:
-    """``standard_val_loss``/``_bpc`` of the run on the corpus's last 10 %, and whether training left it out."""
-    from charrnn.core.scoring import evaluate, standard_val_held_out
+def print_table(record: dict[str, Any]) -> None:
+    """The human-readable lines of a :func:`evaluate_run` record."""
+    print(f"checkpoint   {record['checkpoint']}")
+    print(
+        f"text         {record['source']}: {record['chars']:,} characters scored, "
+        f"batch_size={record['batch_size']} seq_len={record['seq_len']}, state carried"
+    )
+    print(f"loss         {record['loss']:.6f} nats/char")
+    print(f"bpc          {record['bpc']:.6f} bits/char")
+    print(f"perplexity   {record['perplexity']:.4f}")
+    print(f"accuracy     {record['acc']:.4%}")
+    if "standard_val_loss" in record:
+        held_out = (
+            "held out" if record["standard_val_held_out"] else "NOT held out: the run trained on part of it"
+        )
+        print(
+            f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
+            f"(the corpus's last 10 %, as nanoGPT; {held_out})"
+        )
 
-    data = run.config.get("data") or {}
-    tokens = split_tokens(run, "standard_val", allow_change=True)[
-        0
-    ]  # the corpus was checked for the split asked for
-    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
-    held_out = data.get("corpus") != "hello" and standard_val_held_out(list(data.get("split")))
-    return {
-        "standard_val_loss": metrics["loss"],
-        "standard_val_bpc": metrics["bpc"],
-        "standard_val_held_out": held_out,
-    }
 
+def parse_args(args: list[str]) -> tuple[str, dict[str, Any]]:
+    """``RUN_DIR_OR_CKPT`` and the options, every one checked before any file is read."""
+    from charrnn.core.windows import check_windows
 
-def evaluate_run(args: list[str]) -> int:
-    """Parse, load, pick the tokens, score them, print the table and/or the JSON line."""
-    json_only = "--json" in args
     path, opts = parse_kv([a for a in args if a != "--json"], SPEC, USAGE)
     if "split" in opts and "path" in opts:
         raise UserError("pass either split=... or path=..., not both")
@@ -152,42 +167,39 @@ def evaluate_run(args: list[str]) -> int:
         raise UserError(
             "allow_corpus_change is for a split of the run's corpus; path=FILE is scored as it is"
         )
-    split = opts.get("split", "val")
-    if split not in SPLITS:
-        raise UserError(f"unknown split={split!r}; choose val, test, train or standard_val (or path=FILE)")
-    from charrnn.core.windows import check_windows
-
-    check_windows(
-        opts.get("batch_size", 1), opts.get("seq_len", 1), prefix=""
-    )  # the arguments first, then the files
+    if opts.setdefault("split", "val") not in SPLITS:
+        raise UserError(
+            f"unknown split={opts['split']!r}; choose val, test, train or standard_val (or path=FILE)"
+        )
+    # The arguments given; a run's own data.batch_size and data.seq_len were checked when it trained.
+    check_windows(opts.get("batch_size", 1), opts.get("seq_len", 1), prefix="")
     check_path(path)
     if "path" in opts:
         check_path(opts["path"])
-    device = opts.get("device", "cpu")
-    check_device(device)
+    check_device(opts.setdefault("device", "cpu"))
+    return path, opts
 
+
+def evaluate_run(args: list[str]) -> int:
+    """Parse, load, pick the tokens, score them, print the table and/or the JSON line."""
+    path, opts = parse_args(args)
     from charrnn.cli.rundir import load_run
     from charrnn.core.corpora import read_text_file
     from charrnn.core.scoring import evaluate
 
-    run = load_run(path, device=device)
+    run, split = load_run(path, device=opts["device"]), opts["split"]
     data_cfg = run.config.data if run.config is not None else {}
     batch_size = opts.get("batch_size", data_cfg.get("batch_size", 32))
     seq_len = opts.get("seq_len", data_cfg.get("seq_len", 64))
-    check_windows(batch_size, seq_len, prefix="")  # before the text is read
     if "path" in opts:
         # encode raises the error that names any characters outside the vocabulary
-        tokens, one_hot, source = (
-            run.vocab.encode(read_text_file(opts["path"])),
-            bool(data_cfg.get("one_hot", True)),
-            opts["path"],
-        )
+        tokens, source = run.vocab.encode(read_text_file(opts["path"])), opts["path"]
     else:
-        tokens, one_hot = split_tokens(run, split, opts.get("allow_corpus_change", False))
-        source = f"split={split}"
+        splits, held_out = run_splits(run, split, opts.get("allow_corpus_change", False))
+        tokens, source = splits[split], f"split={split}"
     if len(tokens) < 2:
         raise UserError(f"{source} holds {len(tokens)} character(s); scoring needs at least 2")
-    metrics = evaluate(run.model, tokens, batch_size, seq_len, one_hot=one_hot)
+    metrics = evaluate(run.model, tokens, batch_size, seq_len)
     record = {
         "checkpoint": str(run.checkpoint_path),
         "source": source,
@@ -195,27 +207,15 @@ def evaluate_run(args: list[str]) -> int:
         "batch_size": int(batch_size),
         "seq_len": int(seq_len),
     }
-    if "path" not in opts and split != "standard_val":
-        record.update(standard_val_record(run, batch_size, seq_len, one_hot))
-    if not json_only:
-        print(f"checkpoint   {record['checkpoint']}")
-        print(
-            f"text         {source}: {metrics['chars']:,} characters scored, batch_size={batch_size} seq_len={seq_len}, state carried"
+    if "path" not in opts and split != "standard_val" and len(splits["standard_val"]) >= 2:  # not for "hello"
+        standard = evaluate(run.model, splits["standard_val"], batch_size, seq_len)
+        record.update(
+            standard_val_loss=standard["loss"],
+            standard_val_bpc=standard["bpc"],
+            standard_val_held_out=held_out,
         )
-        print(f"loss         {metrics['loss']:.6f} nats/char")
-        print(f"bpc          {metrics['bpc']:.6f} bits/char")
-        print(f"perplexity   {metrics['perplexity']:.4f}")
-        print(f"accuracy     {metrics['acc']:.4%}")
-        if "standard_val_loss" in record:
-            held_out = (
-                "held out"
-                if record["standard_val_held_out"]
-                else "NOT held out: the run trained on part of it"
-            )
-            print(
-                f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
-                f"(the corpus's last 10 %, as nanoGPT; {held_out})"
-            )
+    if "--json" not in args:
+        print_table(record)
     print(json.dumps(record))
     return 0
 

@@ -11,7 +11,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-import torch
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,6 +51,8 @@ def share_machine(cfg: DictConfig, job: Job) -> DictConfig:
     Joblib: ``cores // n_jobs`` torch threads each, and DataLoader workers off (loky's workers
     cannot fork them reliably). Submitit: ``cpus_per_task`` threads when it is set.
     """
+    import torch  # here, not at the top: the entry layer imports this module before any config is composed
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if job.launched_by("joblib"):
         n_jobs = job.n_jobs or 1

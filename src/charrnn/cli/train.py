@@ -5,6 +5,9 @@ with (``resume=``, a requeued SLURM job, a sweep job's share of the machine, its
 nothing changes it afterwards), checks it, and calls :func:`charrnn.cli.training.train`. Around
 that call live what belongs to a process: signals, the run lock, the lease, ``run.json``'s ending,
 and the exit codes (2 for a user mistake, 128 + N for signal N, 1 for a failed sweep job).
+
+Torch and Lightning are imported only once a run starts (in :func:`main` and :func:`run`): Hydra
+composes the config first, so ``--help`` and a config error answer without them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,17 +25,17 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from charrnn.cli import rundir, sweeps
+import charrnn.cli.resolvers  # noqa: F401  (the resolvers the config uses, before Hydra composes it)
+from charrnn.cli import sweeps
 from charrnn.cli.checks import check_run
 from charrnn.cli.commands import resume_command
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
-from charrnn.cli.record import RunRecord, count_as_done
-from charrnn.cli.training import RunContext, train
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
-from charrnn.lit.pruning import Pruned
-from charrnn.lit.stop import StopOnSignal, Stopped
+
+if TYPE_CHECKING:
+    from charrnn.lit.stop import StopOnSignal, Stopped
 
 PROG = "charrnn-train"
 
@@ -56,7 +59,7 @@ def job_failed(out: Any, message: str, job: Job) -> JobFailed:
 
 def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
     """A SLURM job warned of its time limit (SIGUSR2) has saved ``last.ckpt``: submitit's handler, back in
-    place, requeues the job and exits (the next attempt continues from that checkpoint, rundir.settle).
+    place, requeues the job and exits (the next attempt continues from that checkpoint: rundir.final_config).
     Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence."""
     print(
         f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr
@@ -88,6 +91,12 @@ def job_from_hydra() -> Job:
 
 def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     """Decide the final config, check it, and train under the run lock and the job's device lease."""
+    from charrnn.cli import rundir
+    from charrnn.cli.record import RunRecord, count_as_done
+    from charrnn.cli.training import RunContext, train
+    from charrnn.lit.pruning import Pruned
+    from charrnn.lit.stop import Stopped
+
     out, launch = cfg.output_dir, sweeps.launch_number(cfg) if job.in_sweep else None
     if (
         job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume)))
@@ -146,6 +155,8 @@ def main(cfg: DictConfig) -> float:
     In a sweep (-m) a failed job is recorded in its ``error.txt`` and raised as :class:`JobFailed`,
     so the launcher goes on with the other jobs and :func:`cli` exits 1 at the end.
     """
+    from charrnn.lit.stop import StopOnSignal, Stopped
+
     # A refused resume leaves the run it names as it was: no error.txt there.
     out, record_to = cfg.output_dir, None if cfg.get("resume") else cfg.output_dir
     job = job_from_hydra()

@@ -1,7 +1,7 @@
 """Training as a function of its config: :func:`train` is the whole training path.
 
 data -> vocabulary -> model -> LightningModule -> Trainer (loggers, callbacks) -> fit -> test on
-the best checkpoint -> metrics.json. It reads nothing but its arguments: the final config (settled
+the best checkpoint -> metrics.json. It reads nothing but its arguments: the final config (decided
 by the entry layer, :mod:`charrnn.cli.train`, and never changed after) and a :class:`RunContext`.
 A test can compose a config with Hydra's compose API and call it in-process.
 """

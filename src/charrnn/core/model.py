@@ -24,10 +24,11 @@ Hidden = Tensor | tuple[Tensor, Tensor]
 class CharRNN(nn.Module):
     """Character-level RNN: ``forward(x, h=None) -> (logits, h)``, batch-first.
 
-    ``x`` is either one-hot floats of shape ``(batch, seq, vocab)`` (the notebook's form) or
-    integer indices of shape ``(batch, seq)``. With ``input="embedding"`` the characters first go
-    through a learned ``vocab x embed_dim`` table; for one-hot input that is the same maths as a
-    matrix product with the table, so both input forms give identical results.
+    ``x`` is integer indices of shape ``(batch, seq)``, as the data module, scoring and generation
+    pass them: this is the one place they are one-hot encoded (``input="onehot"``) or looked up in a
+    learned ``vocab x embed_dim`` table (``input="embedding"``). One-hot floats of shape
+    ``(batch, seq, vocab)`` (the notebook's form) are taken as they are; for the table that is the
+    same maths as a lookup, so both input forms give identical results.
     """
 
     def __init__(

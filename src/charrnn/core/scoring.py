@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from charrnn.core.errors import UserError
 from charrnn.core.model import CharRNN
-from charrnn.core.windows import IGNORE_INDEX, StreamWindows, check_windows
+from charrnn.core.windows import IGNORE_INDEX, StreamWindows
 
 LN2 = math.log(2.0)
 STANDARD_TRAIN_FRACTION = 0.9  # the standard split (nanoGPT's shakespeare_char): val is the last 10 %
@@ -58,18 +58,17 @@ def metrics_from_sums(sums: Tensor) -> dict[str, float]:
     }
 
 
-def evaluate(
-    model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int, one_hot: bool = True
-) -> dict[str, float]:
+def evaluate(model: CharRNN, tokens: Tensor, batch_size: int, seq_len: int) -> dict[str, float]:
     """Whole-sequence metrics of ``model`` predicting ``tokens[1:]`` from ``tokens[:-1]``, statefully.
 
-    ``one_hot`` feeds float one-hot inputs, as the data module does during training (``False``
-    feeds the indices; the model gives the same numbers either way, up to float rounding).
-    Returns ``loss`` (nats/char), ``bpc``, ``perplexity``, ``acc`` and ``chars`` (targets scored).
+    The model reads the token indices, as in training (it encodes them itself: :class:`CharRNN`).
+    ``batch_size`` and ``seq_len`` are whole numbers of at least 1 (``charrnn-eval`` checks them as it
+    parses them: :func:`charrnn.core.windows.check_windows`). Returns ``loss`` (nats/char), ``bpc``,
+    ``perplexity``, ``acc`` and ``chars`` (targets scored).
     """
     if len(tokens) < 2:
         raise UserError(f"evaluation needs at least 2 characters (one input, one target), got {len(tokens)}")
-    batch_size, seq_len = check_windows(batch_size, seq_len, prefix="")
+    batch_size, seq_len = int(batch_size), int(seq_len)
     device = model.head.weight.device
     windows = StreamWindows(tokens.long().cpu(), batch_size, seq_len)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
@@ -80,8 +79,6 @@ def evaluate(
             state = None
             for k in range(len(windows)):
                 inputs, targets = (t.to(device) for t in windows[k])
-                if one_hot:
-                    inputs = F.one_hot(inputs, model.vocab_size).float()
                 logits, state = model(inputs, state)
                 sums += batch_sums(logits, targets)
     finally:

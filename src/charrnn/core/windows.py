@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from charrnn.core.errors import UserError, checked
+from charrnn.core.vocab import Vocabulary
 
 IGNORE_INDEX = -100
 BATCHINGS = ("stateful", "random")
@@ -77,29 +78,54 @@ def split_bounds(n: int, fractions: Sequence[float]) -> list[tuple[int, int]]:
     return [(cuts[i], cuts[i + 1]) for i in range(len(fractions))]
 
 
+def split_fractions(corpus: str, split: Any) -> list[float] | None:
+    """``data.split`` checked, or None for the notebook's ``hello``, which is too short to cut: every split
+    is the whole word and its ``data.split`` is not read."""
+    return None if corpus == "hello" else check_split(split)
+
+
 def cut_splits(
-    tokens: Tensor, fractions: Sequence[float], seq_len: int, whole: bool = False
+    tokens: Tensor,
+    fractions: Sequence[float] | None,
+    seq_len: int,
+    streams: int = 1,
+    stateful: bool = True,
 ) -> dict[str, Tensor]:
     """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read (test empty where its fraction is 0).
 
-    ``whole``: every split is the whole text (the notebook's "hello", too short to cut).
+    ``fractions`` None: every split is the whole text (:func:`split_fractions`). Each split must hold a
+    target for each of ``streams`` parallel streams where it is read that way (val and test always,
+    train when ``stateful``): fewer streams than asked would be taken silently.
     """
-    if whole:
-        return {"train": tokens, "val": tokens, "test": tokens}
-    bounds = split_bounds(len(tokens), fractions)
-    splits = {name: tokens[lo:hi] for name, (lo, hi) in zip(("train", "val", "test"), bounds)}
-    need = {
-        "train": seq_len + 1,
-        "val": 2,
-        "test": 2 if fractions[2] > 0 else 0,
-    }  # test 0: no test, an empty split
+    if fractions is None:
+        splits = {"train": tokens, "val": tokens, "test": tokens}
+    else:
+        bounds = split_bounds(len(tokens), fractions)
+        splits = {name: tokens[lo:hi] for name, (lo, hi) in zip(("train", "val", "test"), bounds)}
+        need = {"train": seq_len + 1, "val": 2, "test": 2 if fractions[2] > 0 else 0}  # test 0: no test
+        for name, part in splits.items():
+            if len(part) < need[name]:
+                raise UserError(
+                    f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than the {need[name]} it needs; "
+                    f"use a longer text, a smaller data.seq_len, or other data.split fractions"
+                )
     for name, part in splits.items():
-        if len(part) < need[name]:
+        if 0 < len(part) and len(part) - 1 < streams and (name != "train" or stateful):
             raise UserError(
-                f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than the {need[name]} it needs; "
-                f"use a longer text, a smaller data.seq_len, or other data.split fractions"
+                f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={streams} streams; "
+                f"lower data.batch_size, or give {name} a larger data.split fraction"
             )
     return splits
+
+
+def corpus_splits(
+    text: str, fractions: Sequence[float] | None, seq_len: int, streams: int, stateful: bool
+) -> tuple[Vocabulary, Tensor, dict[str, Tensor]]:
+    """A run's data made from its text, as training and ``charrnn-eval`` both make it: the vocabulary,
+    the text as indices, and its splits (:func:`cut_splits`)."""
+    vocab = Vocabulary.from_text(text)
+    tokens = vocab.encode(text)
+    return vocab, tokens, cut_splits(tokens, fractions, seq_len, streams, stateful)
 
 
 class StreamWindows(Dataset):

@@ -1,9 +1,9 @@
-"""CharDataModule: text -> Vocabulary -> one integer tensor -> batches of shifted windows -> one-hot on the device.
+"""CharDataModule: text -> Vocabulary -> one integer tensor -> batches of shifted windows of indices.
 
-The corpus is held once, as int64 indices. Batches carry indices through the DataLoader; the
-one-hot encoding is made in ``on_after_batch_transfer``, after the batch reached its device, so
-the whole corpus never exists as one-hot. How a split is cut into windows, and the two
-batchings (stateful and random), is :mod:`charrnn.core.windows`.
+The corpus is held once, as int64 indices, and batches carry indices to the device: the model
+one-hot encodes them there (:class:`charrnn.core.model.CharRNN`), so the whole corpus never exists
+as one-hot. How a split is cut into windows, and the two batchings (stateful and random), is
+:mod:`charrnn.core.windows`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from charrnn.core.windows import (
     RandomWindows,
     StreamWindows,
     check_batching,
-    check_split,
     check_windows,
-    cut_splits,
+    corpus_splits,
+    split_fractions,
 )
 
 
 class CharDataModule(L.LightningDataModule):
-    """Any text as one-hot shifted sequences: input ``text[i:i+T]``, target ``text[i+1:i+T+1]``."""
+    """Any text as shifted sequences of indices: input ``text[i:i+T]``, target ``text[i+1:i+T+1]``."""
 
     def __init__(
         self,
@@ -48,22 +48,20 @@ class CharDataModule(L.LightningDataModule):
         encoding: str = "utf-8",
         errors: str = "strict",
         max_chars: int | None = None,
-        one_hot: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size, self.seq_len = check_windows(batch_size, seq_len)
         self.batching = check_batching(batching)
-        self.split = (
-            [1.0, 1.0, 1.0] if corpus == "hello" else check_split(split)
-        )  # "hello" is not cut: cut_splits
+        self.split = split_fractions(corpus, split)  # None: "hello", not cut
         self.num_workers = checked("data.num_workers", num_workers, integer=True, low=0)
         if max_chars is not None:
             max_chars = checked("data.max_chars", max_chars, integer=True, low=1)
         self.corpus, self.path, self.encoding, self.errors = corpus, path, encoding, errors
-        self.max_chars, self.one_hot = max_chars, one_hot
-        # The run's seed: random batching draws from it, never from torch's global generator.
-        self.seed = checked("seed", seed, integer=True, low=0)
+        self.max_chars = max_chars
+        # The run's seed: random batching draws from it, never from torch's global generator. Checked
+        # here once for every use (Lightning's seed_everything too, hence its uint32 bound).
+        self.seed = checked("seed", seed, integer=True, low=0, high=2**32 - 1)
         self.train_sampler: EpochSampler | None = None
         self.epoch_start_step = 0
         self.restored: dict[str, int] | None = None  # where a checkpoint's epoch stood
@@ -81,19 +79,9 @@ class CharDataModule(L.LightningDataModule):
         if self.tokens is not None:
             return
         self.text = load_corpus(self.corpus, self.path, self.encoding, self.errors, self.max_chars)
-        self.vocab = Vocabulary.from_text(self.text)
-        self.tokens = self.vocab.encode(self.text)
-        self.splits = cut_splits(self.tokens, self.split, self.seq_len, whole=self.corpus == "hello")
-        for name, part in self.splits.items():  # fewer streams than asked would be taken silently
-            if (
-                len(part) - 1 < self.batch_size
-                and len(part) > 0
-                and (name != "train" or self.batching == "stateful")
-            ):
-                raise UserError(
-                    f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={self.batch_size} streams; "
-                    f"lower data.batch_size, or give {name} a larger data.split fraction"
-                )
+        self.vocab, self.tokens, self.splits = corpus_splits(
+            self.text, self.split, self.seq_len, self.batch_size, stateful=self.batching == "stateful"
+        )
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         # A private generator: every pass over a DataLoader draws a seed, which must not move
@@ -132,7 +120,7 @@ class CharDataModule(L.LightningDataModule):
 
     def has_test(self) -> bool:
         """Whether the run has a test split: ``data.split``'s test fraction 0 means none (the final test is skipped)."""
-        return self.split[2] > 0
+        return self.split is None or self.split[2] > 0
 
     def batches_per_epoch(self) -> int:
         dataset, draws, per_batch = self._train_windows()
@@ -230,11 +218,3 @@ class CharDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._streams("test")
-
-    def on_after_batch_transfer(
-        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
-    ) -> tuple[Tensor, Tensor]:
-        inputs, targets = batch
-        if self.one_hot and self.vocab is not None:
-            inputs = torch.nn.functional.one_hot(inputs, len(self.vocab)).float()
-        return inputs, targets

@@ -93,9 +93,6 @@ class CharRNNModule(L.LightningModule):
 
     # --- training ---------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, h: Hidden | None = None) -> tuple[Tensor, Hidden]:
-        return self.model(x, h)
-
     def on_train_epoch_start(self) -> None:
         self._train_state = None  # (Lightning does not call this when it resumes mid-epoch)
 
