@@ -41,10 +41,14 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
 
     Lightning's script launcher starts ranks 1.. by re-running this command line, which for
     ``-m`` is the whole sweep again, in new directories (hydra#2070); SLURM (hydra/launcher=slurm)
-    starts the ranks itself, so that is the one launcher where sweep jobs may use several devices.
+    starts the ranks itself, so that is the one launcher where sweep jobs may use several devices,
+    one SLURM task per rank.
     """
-    processes = device_request(cfg.trainer).count * int(cfg.trainer.get("num_nodes", 1) or 1)
-    if job.in_sweep and processes > 1 and not job.launcher.endswith("SlurmLauncher"):
+    devices, num_nodes = device_request(cfg.trainer).count, int(cfg.trainer.get("num_nodes", 1) or 1)
+    processes = devices * num_nodes
+    if job.launcher.endswith("SlurmLauncher"):
+        check_slurm_ranks(devices, num_nodes, job)
+    elif job.in_sweep and processes > 1:
         raise SweepRefused(
             f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
             f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
@@ -59,6 +63,20 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
             "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
             "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
         )
+
+
+def check_slurm_ranks(devices: int, num_nodes: int, job: Job) -> None:
+    """Under hydra/launcher=slurm every SLURM task of a job is one DDP rank (Lightning's SLURMEnvironment
+    starts no processes): the trainer's processes per node and nodes must be the job's tasks and nodes."""
+    if devices == job.tasks_per_node and num_nodes == job.nodes:
+        return
+    raise SweepRefused(
+        f"hydra.launcher.tasks_per_node={job.tasks_per_node} x nodes={job.nodes} starts that many ranks per "
+        f"job (one per SLURM task), but the trainer runs {devices} process(es) per node x "
+        f"trainer.num_nodes={num_nodes}; make them equal: trainer=ddp_cpu hydra.launcher.tasks_per_node=2 on "
+        f"CPUs, trainer=ddp hydra.launcher.tasks_per_node=<GPUs per node> on GPUs, or tasks_per_node=1 for "
+        f"one-process trainers"
+    )
 
 
 def _limit(trainer: DictConfig, key: str) -> int | None:

@@ -26,6 +26,10 @@ class Job:
     n_jobs: int | None = None  # jobs the launcher runs at once (joblib)
     cpus_per_task: int | None = None  # cores each job was given (submitit)
     num: int | None = None  # the job's number in its sweep
+    tasks_per_node: int = (
+        1  # SLURM tasks (= DDP ranks SLURM starts) per node of the job (hydra/launcher=slurm)
+    )
+    nodes: int = 1  # nodes per SLURM job
 
     @property
     def in_sweep(self) -> bool:

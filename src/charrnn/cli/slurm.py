@@ -81,6 +81,19 @@ class SubmititSlurmLauncher(SlurmLauncher):
         super().__init__(**params)
         self.own_arrays: set[str] = set()  # the arrays this process submitted (an Optuna sweep: one a batch)
 
+    def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
+        """One SLURM task of a job (submitit runs this in each). In a DDP job (tasks_per_node x nodes > 1)
+        each task is one rank: Lightning's SLURMEnvironment reads SLURM_PROCID and starts no processes, and
+        every rank trains in the job dir Hydra composes, where rank 0 keeps the records. Ranks 1.. save no
+        Hydra config there (it would race rank 0's into a ``.hydra/resume-*`` dir) and log to
+        ``<job name>_ddp_process_<rank>.log``, as the ranks Lightning starts on one machine do."""
+        assert self.config is not None
+        rank = os.environ.get("SLURM_PROCID", "0")
+        if rank.isdigit() and int(rank) > 0:
+            name = f"{self.config.hydra.job.name}_ddp_process_{rank}"
+            sweep_overrides = [*sweep_overrides, f"hydra.job.name={name}", "hydra.output_subdir=null"]
+        return super().__call__(sweep_overrides, *args)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
         check_numbers(self.params)  # first: no SLURM command is needed to refuse a nonsense number
@@ -190,7 +203,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
                 # Cancelled, timed out, node lost: no result will come (submitit would wait 15 s for one).
                 # A result already written counts whatever sacct says: a job that just wrote it is still RUNNING.
                 raise UncompletedJobError(f"job {job.job_id} ended without a result (state: {state})")
-            return job.results()[0]
+            return job.task(0).result()  # a DDP job's rank 0 (every task runs the job; rank 0 reports)
         except UncompletedJobError as e:
             line = (isinstance(e, FailedJobError) and launch_failure_line(e)) or job_line(
                 job.job_id, state, log_of(job.paths), num

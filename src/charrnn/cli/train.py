@@ -59,8 +59,16 @@ def job_failed(out: Any, message: str, job: Job) -> JobFailed:
 
 def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
     """A SLURM job warned of its time limit (SIGUSR2) has saved ``last.ckpt``: submitit's handler, back in
-    place, requeues the job and exits (the next attempt continues from that checkpoint: rundir.final_config).
-    Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence."""
+    place, requeues the job and exits (the next attempt continues from that checkpoint, rundir.final_config).
+    Past ``hydra.launcher.max_num_timeout`` time-outs it refuses, and the job fails in one sentence.
+    In a DDP job whose ranks SLURM started, rank 0 requeues; the other ranks (whose handler in submitit
+    does nothing) exit 0 at once, so that a cluster that kills a job step on a task's non-zero exit
+    (KillOnBadExit) lets rank 0 requeue."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        print(f"{PROG}: rank {rank_zero_only.rank} {stop}; rank 0 requeues the job", file=sys.stderr)
+        sys.exit(0)
     print(
         f"{PROG}: {stop}; checkpoint saved; handing SIGUSR2 to submitit to requeue the job", file=sys.stderr
     )
@@ -86,6 +94,8 @@ def job_from_hydra() -> Job:
         n_jobs=int(launcher.n_jobs) if launcher.get("n_jobs") is not None else None,
         cpus_per_task=int(launcher.cpus_per_task) if launcher.get("cpus_per_task") else None,
         num=int(hydra_cfg.job.num) if hydra_cfg.job.get("num") is not None else None,
+        tasks_per_node=int(launcher.get("tasks_per_node") or 1),
+        nodes=int(launcher.get("nodes") or 1),
     )
 
 

@@ -110,7 +110,8 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         record.update(resumed_from=str(Path(cfg.ckpt_path).resolve()))
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the config and run.json
     vocab = datamodule.vocab
-    vocab.save(out / "vocab.json")
+    if record.enabled:  # rank 0 writes the run's files (under DDP every rank gets here)
+        vocab.save(out / "vocab.json")
     record.update(vocab="".join(vocab.chars))
     model = instantiate(cfg.model, vocab_size=len(vocab))
     if checkpoint is not None:
