@@ -99,7 +99,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
         check_numbers(self.params)  # first: no SLURM command is needed to refuse a nonsense number
         partition, nodes = partition_nodes(self.params.get("partition"))
         check_request(
-            self.params, partition, nodes, self._settle_gpus(job_overrides, any(n.gpus for n in nodes))
+            self.params, partition, nodes, self._gpus_for_jobs(job_overrides, any(n.gpus for n in nodes))
         )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ class SubmititSlurmLauncher(SlurmLauncher):
             file=sys.stderr,
         )  # type: ignore[union-attr]
 
-    def _settle_gpus(self, job_overrides: Sequence[Sequence[str]], partition_has_gpus: bool) -> str:
+    def _gpus_for_jobs(self, job_overrides: Sequence[Sequence[str]], partition_has_gpus: bool) -> str:
         """``gpus_per_node: null`` follows the trainer (the most any job needs); returns how, for the check."""
         if self.params.get("gpus_per_node") is not None:
             return ""
