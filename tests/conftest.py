@@ -230,14 +230,19 @@ def cli_in_process(
 # --- composing and training in this process ---------------------------------------------------------
 
 
-def compose_config(overrides: list[str], output_dir: Path):
-    """``charrnn-train``'s config as Hydra composes it for these overrides, writing to ``output_dir``."""
+def compose_config(overrides: list[str], output_dir: Path | str = ".", hydra: bool = False):
+    """``charrnn-train``'s config as Hydra composes it for these overrides, writing to ``output_dir``;
+    with ``hydra``, Hydra's own config (launcher, sweeper, run dirs) under its ``hydra`` key too."""
     from hydra import compose, initialize_config_module
 
     import charrnn.cli.rundir  # noqa: F401  (registers the resolvers the configs use)
 
     with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, f"output_dir={output_dir}"])
+        return compose(
+            config_name="train",
+            overrides=[*overrides, f"output_dir={output_dir}"],
+            return_hydra_config=hydra,
+        )
 
 
 def train_in_process(overrides: list[str], output_dir: Path) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RUN, cli_in_process, only_run_dir, run_cli, write_corpus
+from conftest import TINY_RUN, cli_in_process, compose_config, only_run_dir, run_cli, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,18 +36,8 @@ RECIPE_SMOKE = [
 ]
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    import charrnn.cli.rundir  # noqa: F401  (registers the run-dir resolvers)
-
-    with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
-
-
 def test_the_gpu_recipe_is_a_60_second_bf16_lstm_on_the_standard_split():
-    cfg = compose(["experiment=shakespeare_gpu", "output_dir=."])
+    cfg = compose_config(["experiment=shakespeare_gpu"])
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == (
         "lstm",
         1024,
