@@ -197,16 +197,44 @@ def captured_output() -> Iterator[tuple[io.StringIO, io.StringIO]]:
             h.setStream(stream)
 
 
+class CallTimedOut(Exception):
+    """A :func:`cli_in_process` call ran past its ``timeout``."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`CallTimedOut` in this (main) thread once ``seconds`` have passed: a hang's guard."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CallTimedOut(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def cli_in_process(
-    args: list[str], cwd: Path, script: str = "charrnn-train", env: dict | None = None
+    args: list[str],
+    cwd: Path,
+    script: str = "charrnn-train",
+    env: dict | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
     """A console script's entry point called in this process as ``script args...`` in ``cwd``; its exit
     code, stdout and stderr as :func:`run_cli` returns them. An uncaught exception is a traceback on
     stderr and exit code 1, as in a process; the process state is restored afterwards (:func:`process_state`).
+    ``timeout`` (seconds) guards against a hang: the call ends with :class:`CallTimedOut` on stderr, exit 1.
     """
     module, _, name = SCRIPTS[script].partition(":")
     entry = getattr(importlib.import_module(module), name)
-    with process_state(), captured_output() as (out, err), warnings.catch_warnings():
+    with process_state(), captured_output() as (out, err), warnings.catch_warnings(), time_limit(timeout):
         warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore in run_cli
         os.environ.update(cli_env(env))
         os.environ.pop("HYDRA_FULL_ERROR", None)
