@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from charrnn.core.errors import UserError
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, write_corpus
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "charrnn"
 # What each floor may import, of the project and of the frameworks.
@@ -60,8 +60,7 @@ def test_the_split_rule_is_the_same_in_the_data_module_and_in_eval(tmp_path):
     from charrnn.core.windows import check_split
     from charrnn.lit.datamodule import CharDataModule
 
-    path = tmp_path / "tiny.txt"
-    path.write_text(TINY_TEXT)
+    path = write_corpus(tmp_path)
     for split in ([0.9, 0.0, 0.1], [1.0, 0.0, 0.0], [0.9, 0.1, -0.1], [0.5, float("nan"), 0.5]):
         with pytest.raises(UserError, match="data.split") as direct:
             CharDataModule(corpus="text", path=str(path), split=split)

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from charrnn.cli.rundir import load_run
-from conftest import TINY_RUN, TINY_TEXT, cli_in_process, copy_run, write_corpus
+from conftest import TINY_RUN, cli_in_process, copy_run, write_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +48,7 @@ def test_sample_and_eval_take_any_path(finished_run, tmp_path):
     odd = copy_run(finished_run, tmp_path / "a run=1 with spaces")
     sample = cli_in_process([str(odd), "length=5", "seed=0"], cwd=tmp_path, script="charrnn-sample")
     assert sample.returncode == 0, sample.stderr[-2000:]
-    text = tmp_path / "some text=1.txt"
-    text.write_text(TINY_TEXT)
+    text = write_corpus(tmp_path, "some text=1.txt")
     evaluated = cli_in_process(
         [str(odd / "checkpoints" / "last.ckpt"), f"path={text}", "--json"],
         cwd=tmp_path,
