@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from charrnn.core.errors import UserError
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, write_corpus
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "charrnn"
 # What each layer may import, of the project and of the frameworks.
@@ -46,7 +46,8 @@ def test_sample_and_eval_do_not_import_lightning(tmp_path):
         "import charrnn.cli.sample, charrnn.cli.eval\n"
         "from charrnn.cli.sample import main\n"
         "main(['--help'])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'hydra')))\n"
+        "heavy = ('lightning', 'pytorch_lightning', 'hydra')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
@@ -60,8 +61,7 @@ def test_the_split_rule_is_the_same_in_the_data_module_and_in_eval(tmp_path):
     from charrnn.core.windows import check_split
     from charrnn.lit.datamodule import CharDataModule
 
-    path = tmp_path / "tiny.txt"
-    path.write_text(TINY_TEXT)
+    path = write_corpus(tmp_path)
     for split in ([0.9, 0.0, 0.1], [1.0, 0.0, 0.0], [0.9, 0.1, -0.1], [0.5, float("nan"), 0.5]):
         with pytest.raises(UserError, match="data.split") as direct:
             CharDataModule(corpus="text", path=str(path), split=split)

@@ -7,15 +7,13 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from charrnn.cli.commands import resume_command
-from conftest import TINY_RUN, TINY_TEXT, run_cli
+from conftest import TINY_RUN, cli_env, cli_in_process, popen_cli, script_path, write_corpus
 
 PATHS = [
     "outputs/runs/2026-12-03/09-30-00_ab12",
@@ -39,15 +37,13 @@ def test_a_printed_resume_command_reads_back_as_its_path_in_the_shell_and_in_hyd
 
 @pytest.mark.slow
 def test_the_continue_line_of_a_stopped_sweep_job_works_when_pasted(tmp_path):
-    """A sweep job dir holds ``=`` and ``,``: the stop line's and charrnn-report's command resume it."""
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    exe = Path(sys.executable).parent / "charrnn-train"
+    """A sweep job dir holds ``=`` and ``,``: the stop line's and charrnn-report's command resume it.
+    The stopped sweep and the pasted command are real processes (a shell runs the latter)."""
+    corpus = write_corpus(tmp_path)
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=100000", "optim.lr=1e-3"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}"}
-    child = subprocess.Popen(
-        [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
+    bin_dir = os.path.dirname(script_path())
+    env = cli_env({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    child = popen_cli(args, cwd=tmp_path, env=env)
     deadline = time.time() + 120
     while (
         not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline
@@ -61,7 +57,7 @@ def test_the_continue_line_of_a_stopped_sweep_job_works_when_pasted(tmp_path):
     command = stderr.strip().splitlines()[-1].partition("continue with: ")[2]
     assert command == resume_command(job)
 
-    report = run_cli([str(job.parent)], cwd=tmp_path, script="charrnn-report")
+    report = cli_in_process([str(job.parent)], cwd=tmp_path, script="charrnn-report")
     assert report.returncode == 0, report.stderr[-2000:]
     assert f"continue with: {command}" in " ".join(report.stdout.split())  # rich may fold the long line
 

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import hydra
 import pytest
-from hydra import compose, initialize_config_module
 
-import charrnn.cli.rundir  # noqa: F401  (registers the resolvers conf/hydra/default.yaml uses)
+from conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "optim", "scheduler", "trainer", "logger", "callbacks", "experiment"]
@@ -26,11 +25,6 @@ PUBLIC_KEYS = [
     "seed",
     "ckpt_path",
 ]
-
-
-def compose_train(overrides: list[str], tmp_path: Path):
-    with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=[f"output_dir={tmp_path}", *overrides])
 
 
 # The options the README and the docs promise; a group may have more.
@@ -54,7 +48,7 @@ def test_every_promised_option_is_shipped():
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path, corpus):
     override = f"{group}={option}"
-    cfg = compose_train([override, f"data.path={corpus}"] if option == "text" else [override], tmp_path)
+    cfg = compose_config([override, f"data.path={corpus}"] if option == "text" else [override], tmp_path)
     for key in PUBLIC_KEYS:
         assert cfg_has(cfg, key), key
     if group in ("data", "experiment"):
@@ -91,7 +85,7 @@ def cfg_has(cfg, dotted: str) -> bool:
 
 
 def test_overrides_reach_the_config(tmp_path):
-    cfg = compose_train(
+    cfg = compose_config(
         ["model=gru", "model.hidden_size=32", "optim=sgd", "optim.lr=0.5", "seed=7"], tmp_path
     )
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.optim._target_, cfg.optim.lr, cfg.seed) == (

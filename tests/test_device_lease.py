@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from charrnn.cli.jobs import Job
 from charrnn.cli.lease import hold_slot, lease_device, lease_settings, one_gpu_trainer, pinned_config
 from charrnn.core.errors import UserError
-from conftest import TINY_RUN, TINY_TEXT, run_cli
+from conftest import TINY_RUN, run_cli, write_corpus
 
 # A process that leases the one slot of a 1-device pool, prints the lease as JSON, holds it until a
 # line arrives on stdin, then prints the lease again with its release time.
@@ -44,7 +44,7 @@ def start_holder(lock_dir: Path, name: str) -> subprocess.Popen:
 
 
 def wait_for_waiting_note(proc: subprocess.Popen) -> str:
-    """Read a holder's stderr up to its note that every slot is taken: it has tried, and found the slot locked."""
+    """Read a holder's stderr up to its note that every slot is taken: it tried, and found the slot locked."""
     for line in proc.stderr:
         if "waiting for one" in line:
             return line
@@ -56,7 +56,8 @@ def at(stamp: str) -> datetime:
 
 
 def assert_slots_never_shared(leases: list[dict]) -> None:
-    """Intervals [leased_at, released_at] of one device slot never overlap: at most one job per slot at every moment."""
+    """Intervals [leased_at, released_at] of one device slot never overlap: at most one job per slot at
+    every moment."""
     by_slot = defaultdict(list)
     for lease in leases:
         assert at(lease["leased_at"]) <= at(lease["released_at"]), lease
@@ -214,9 +215,9 @@ def test_a_gpu_trainer_is_pinned_to_its_leased_device(tmp_path, monkeypatch):
 
 
 def sweep_leases(root: Path, args: list[str]) -> list[dict]:
-    """Run a 4-job joblib sweep in ``root``; every job's run.json ``device``, after checking the job ended well."""
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    """Run a 4-job joblib sweep in ``root`` (a real process, whose jobs run in joblib's worker processes);
+    every job's run.json ``device``, after checking the job ended well."""
+    corpus = write_corpus(root)
     proc = run_cli(
         [
             "-m",

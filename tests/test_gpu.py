@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+from conftest import TINY_RUN, cli_in_process, compose_config, only_run_dir, run_cli, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,18 +36,8 @@ RECIPE_SMOKE = [
 ]
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    import charrnn.cli.rundir  # noqa: F401  (registers the run-dir resolvers)
-
-    with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides)
-
-
 def test_the_gpu_recipe_is_a_60_second_bf16_lstm_on_the_standard_split():
-    cfg = compose(["experiment=shakespeare_gpu", "output_dir=."])
+    cfg = compose_config(["experiment=shakespeare_gpu"])
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.num_layers) == (
         "lstm",
         1024,
@@ -63,8 +53,8 @@ def test_the_gpu_recipe_is_a_60_second_bf16_lstm_on_the_standard_split():
 
 @pytest.mark.slow
 def test_the_gpu_recipe_runs_on_cpu_with_a_small_budget(tmp_path):
-    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    proc = run_cli([*RECIPE_SMOKE, "data.path=tiny.txt"], tmp_path)
+    write_corpus(tmp_path)
+    proc = cli_in_process([*RECIPE_SMOKE, "data.path=tiny.txt"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -77,7 +67,7 @@ def test_the_gpu_recipe_runs_on_cpu_with_a_small_budget(tmp_path):
 
 def tiny_run(root: Path, *extra: str, env: dict | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    write_corpus(root)
     proc = run_cli(["data=text", "data.path=tiny.txt", *TINY_RUN, *extra], root, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return only_run_dir(root)
@@ -110,8 +100,7 @@ def test_a_gpu_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(tm
     from conftest import tensorboard_history
     from test_resume import MID_EPOCH_RUN, final_metrics, kill_and_resume, lr_curve
 
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
+    corpus = write_corpus(tmp_path)
     args = ["data=text", f"data.path={corpus}", "trainer=gpu", *MID_EPOCH_RUN]
     (tmp_path / "straight").mkdir()
     proc = run_cli(args, cwd=tmp_path / "straight")
@@ -171,9 +160,10 @@ def test_a_gpu_run_samples_and_scores_on_cpu(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_steps_do_no_host_sync(tmp_path, trainer):
-    """torch.cuda.set_sync_debug_mode("error") over steps 3..12 of a real charrnn-train (sync_guard.py, a callback
-    added through Hydra): a host sync anywhere in those steps (the project's hooks included) fails the run.
-    Logging, validation and checkpoints, which read values to the host on purpose, fall outside the window."""
+    """torch.cuda.set_sync_debug_mode("error") over steps 3..12 of a real charrnn-train (sync_guard.py,
+    a callback added through Hydra): a host sync anywhere in those steps (the project's hooks included)
+    fails the run. Logging, validation and checkpoints, which read values to the host on purpose, fall
+    outside the window."""
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     run = tiny_run(
         tmp_path,

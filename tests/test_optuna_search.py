@@ -1,23 +1,21 @@
 """charrnn's Optuna sweeper (hydra_plugins.charrnn_optuna_sweeper): pruning, resume, no batch barrier.
 
-Real ``charrnn-train`` processes and a real study on disk (SQLite or Optuna's journal file), tiny models.
+A real study on disk (SQLite or Optuna's journal file), tiny models. Searches under Hydra's basic launcher
+call ``charrnn-train`` in this process; a killed search and the parallel (joblib) one are real processes.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TEXT, run_cli
+from conftest import cli_in_process, popen_cli, run_cli, write_corpus
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -44,8 +42,7 @@ LR = "optim.lr=tag(log, interval(1e-4, 0.1))"
 
 
 def search_args(root: Path, *more: str) -> list[str]:
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    corpus = write_corpus(root)
     return [
         *SEARCH,
         f"data.path={corpus}",
@@ -74,7 +71,7 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
         "hydra/sweeper/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=2",
     )
-    proc = run_cli(args, cwd=tmp_path)
+    proc = cli_in_process(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
     assert len(trials) == 12 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
@@ -88,7 +85,7 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
         last = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)
         assert last["global_step"] == step  # the stop finished its step and saved it
         assert not (tmp_path / "sweep" / str(trial.number) / "metrics.json").exists()  # never tested as done
-    report = run_cli([str(tmp_path / "sweep")], cwd=tmp_path, script="charrnn-report")
+    report = cli_in_process([str(tmp_path / "sweep")], cwd=tmp_path, script="charrnn-report")
     assert report.returncode == 0, report.stderr[-3000:]
     with open(tmp_path / "sweep" / "report.csv", newline="") as f:
         rows = {int(row["job"]): row for row in csv.DictReader(f)}
@@ -102,7 +99,7 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
             assert trial.value == pytest.approx(record["best_val_bpc"])
     # A pruned trial continued by hand trains to the end; the study keeps it PRUNED.
     first = tmp_path / "sweep" / str(pruned[0].number)
-    resumed = run_cli([f"resume={first}"], cwd=tmp_path)
+    resumed = cli_in_process([f"resume={first}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((first / "run.json").read_text())
     assert record["status"] == "done" and record["global_step"] == MAX_STEPS
@@ -110,7 +107,7 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
 
 
 def test_without_a_pruner_every_trial_completes(tmp_path):
-    proc = run_cli(
+    proc = cli_in_process(
         search_args(
             tmp_path,
             LR,
@@ -135,12 +132,8 @@ def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(t
         "trainer.max_steps=60",
         "trainer.val_check_interval=30",
     )
-    exe = Path(sys.executable).parent / "charrnn-train"
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(
-            [str(exe), *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        first = popen_cli(args, cwd=tmp_path, stdout=log, stderr=log)
         deadline = time.time() + 240
         while not (tmp_path / "sweep" / "1" / "run.json").is_file():  # trial 1 is under way
             assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[
@@ -152,7 +145,7 @@ def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(t
     killed = load_study(tmp_path).trials[1]
     assert killed.state == TrialState.RUNNING
 
-    again = run_cli(args, cwd=tmp_path)
+    again = cli_in_process(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = load_study(tmp_path).trials
     assert trials[1].state == TrialState.FAIL and "killed" in trials[1].user_attrs["failed_because"]
@@ -212,7 +205,7 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
 
 def test_a_pruner_without_a_storage_the_trials_can_reach_is_refused_in_one_sentence(tmp_path):
     args = search_args(tmp_path, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=1")
-    proc = run_cli(args, cwd=tmp_path)
+    proc = cli_in_process(args, cwd=tmp_path)
     assert proc.returncode == 2 and not (tmp_path / "sweep" / "0").exists()
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("charrnn-train: error: hydra.sweeper.pruner needs a storage")

@@ -10,7 +10,7 @@ import yaml
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process
 
 SLURM_LAUNCHER = "hydra_plugins.charrnn_slurm_launcher.slurm_launcher.SubmititSlurmLauncher"
 
@@ -36,6 +36,6 @@ def test_the_plugin_scan_stays_light():
 
 
 def test_charrnn_train_info_plugins_lists_it(tmp_path):
-    proc = run_cli(["--info", "plugins"], cwd=tmp_path)
+    proc = cli_in_process(["--info", "plugins"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\t\tSubmititSlurmLauncher" in proc.stdout

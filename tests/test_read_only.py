@@ -7,15 +7,13 @@ import subprocess
 
 import pytest
 
-from conftest import TINY_RUN, only_run_dir, run_cli
+from conftest import cli_in_process, copy_run
 
 pytestmark = pytest.mark.slow
 
 
-def test_resume_of_a_run_on_a_read_only_file_system_is_one_sentence(tmp_path, corpus):
-    done = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=10"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    run = only_run_dir(tmp_path)
+def test_resume_of_a_run_on_a_read_only_file_system_is_one_sentence(tmp_path, finished_run):
+    run = copy_run(finished_run, tmp_path / "run")
     bound = subprocess.run(["mount", "--bind", str(run), str(run)], capture_output=True, text=True)
     if bound.returncode != 0:
         pytest.skip(f"cannot bind-mount here (needs root): {bound.stderr.strip()}")
@@ -24,7 +22,7 @@ def test_resume_of_a_run_on_a_read_only_file_system_is_one_sentence(tmp_path, co
             ["mount", "-o", "remount,bind,ro", str(run)], capture_output=True, text=True
         )
         assert remounted.returncode == 0, remounted.stderr
-        proc = run_cli([f"resume={run}", "trainer.max_steps=20"], cwd=tmp_path)
+        proc = cli_in_process([f"resume={run}", "trainer.max_steps=30"], cwd=tmp_path)
     finally:
         subprocess.run(["umount", str(run)], check=False)
     lines = proc.stderr.strip().splitlines()

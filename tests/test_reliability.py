@@ -1,4 +1,5 @@
-"""Bad input, crashes and untrusted checkpoints, through the real ``charrnn-train``."""
+"""Bad input, crashes and untrusted checkpoints, through ``charrnn-train``: mostly in this process, one case
+per kind of exit path (a user error, a storage error, a config error) through the real console script."""
 
 from __future__ import annotations
 
@@ -15,7 +16,17 @@ import torch
 from charrnn.cli.rundir import load_run, read_checkpoint
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli, train_in_process
+from conftest import (
+    TINY_RUN,
+    TINY_TEXT,
+    cli_in_process,
+    copy_run,
+    only_run_dir,
+    popen_cli,
+    run_cli,
+    train_in_process,
+    write_corpus,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +47,19 @@ def write_evil_checkpoint(path: Path, marker: Path) -> None:
         "class Evil:\n"
         "    def __reduce__(self):\n"
         f"        return (os.system, ('touch {marker}',))\n"
-        f"torch.save({{'state_dict': {{}}, 'hyper_parameters': {{'vocab': 'ab'}}, 'evil': Evil()}}, {str(path)!r})\n"
+        "torch.save({'state_dict': {}, 'hyper_parameters': {'vocab': 'ab'}, 'evil': Evil()}, "
+        f"{str(path)!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not marker.exists()
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
-    """One finished tiny run, plus the bad files the cases below point at."""
+def workspace(tmp_path_factory, finished_run) -> dict[str, Path]:
+    """A copy of the session's finished tiny run, plus the bad files the cases below point at."""
     root = tmp_path_factory.mktemp("reliability")
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN], cwd=root)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    files = {"root": root, "corpus": corpus, "run": only_run_dir(root)}
+    corpus = write_corpus(root)
+    files = {"root": root, "corpus": corpus, "run": copy_run(finished_run, root / "run")}
     (root / "empty.txt").write_text("")
     (root / "binary.txt").write_bytes(b"text\x00\x01\x02more")
     (root / "latin1.txt").write_bytes("caf\u00e9 ol\u00e9 ".encode("latin-1") * 300)
@@ -135,10 +144,11 @@ BAD_INPUTS = [
 ]
 
 
-# Hydra makes the run dir before any code of ours runs: these go through the real console script.
+# Hydra makes the run dir before any code of ours runs: these go through the console script's entry point.
 STORAGE_CASES = {"run dir cannot be made", "run dir under a file"}
-# One user error through the real console script too: the one-line plumbing (stderr, exit code 2).
-SUBPROCESS_CASES = STORAGE_CASES | {"missing corpus"}
+# One storage error and one user error through the real console script: the one-line plumbing of a process
+# (stderr, exit code 2); the other storage case calls the same entry point in this process.
+SUBPROCESS_CASES = {"run dir cannot be made", "missing corpus"}
 
 
 def bad_input_args(workspace: dict[str, Path], overrides: list[str]) -> list[str]:
@@ -173,8 +183,8 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words, tmp_
     before = snapshot(run)
     damaged = {k: without_resume_records(snapshot(workspace[k])) for k in ("BAD_CONFIG", "BAD_RECORD")}
     args = bad_input_args(workspace, overrides)
-    if name in SUBPROCESS_CASES:
-        proc = run_cli(args, cwd=root)
+    if name in SUBPROCESS_CASES | STORAGE_CASES:
+        proc = (run_cli if name in SUBPROCESS_CASES else cli_in_process)(args, cwd=root)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), proc.stderr[-2000:]
@@ -208,7 +218,9 @@ def test_bad_input_is_one_clear_sentence(workspace, name, overrides, words, tmp_
     ],
 )
 def test_hydra_config_errors_are_one_line(workspace, override, words):
-    proc = run_cli([override], cwd=workspace["root"])
+    """The first through the real console script (a config error's plumbing), the second in this process."""
+    call = run_cli if override.startswith("model.") else cli_in_process
+    proc = call([override], cwd=workspace["root"])
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("charrnn-train: error: "), (
         proc.stderr
@@ -219,7 +231,7 @@ def test_hydra_config_errors_are_one_line(workspace, override, words):
 @pytest.mark.parametrize("script,args", [("charrnn-sample", ["length=5"]), ("charrnn-eval", ["split=val"])])
 def test_sample_and_eval_refuse_an_unsafe_checkpoint(workspace, script, args):
     root = workspace["root"]
-    proc = run_cli([str(root / "evil.ckpt"), *args], cwd=root, script=script)
+    proc = cli_in_process([str(root / "evil.ckpt"), *args], cwd=root, script=script)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "refusing to load" in lines[0], proc.stderr[-2000:]
     assert not (root / "PWNED").exists()
@@ -250,7 +262,7 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_pa
         "trainer.gradient_clip_val=null",
         "trainer.enable_progress_bar=false",
     ]
-    proc = run_cli(args, cwd=tmp_path)
+    proc = cli_in_process(args, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert (
@@ -278,14 +290,9 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
 
 def test_runs_started_together_get_their_own_directories(tmp_path, corpus):
+    """Two real processes, started in the same second."""
     args = ["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=2"]
-    exe = Path(sys.executable).parent / "charrnn-train"
-    procs = [
-        subprocess.Popen(
-            [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(2)
-    ]
+    procs = [popen_cli(args, cwd=tmp_path, stderr=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     runs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)
@@ -308,16 +315,13 @@ def test_resuming_a_gpu_run_on_a_cpu_machine_is_one_sentence(workspace, tmp_path
     """The device check reads the final (resumed) config, not the freshly composed one."""
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    import shutil
-
-    run = tmp_path / "gpu_run"
-    shutil.copytree(workspace["run"], run)
+    run = copy_run(workspace["run"], tmp_path / "gpu_run")
     config = (run / ".hydra" / "config.yaml").read_text()
     (run / ".hydra" / "config.yaml").write_text(config.replace("accelerator: cpu", "accelerator: gpu"))
     record = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
     before = snapshot(run)
-    proc = run_cli([f"resume={run}"], cwd=tmp_path)
+    proc = cli_in_process([f"resume={run}"], cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("charrnn-train: error: ") and "GPU" in lines[0] and "trainer=cpu" in lines[0]

@@ -1,20 +1,21 @@
-"""Stop anywhere, resume exactly: real runs killed with SIGKILL, SIGTERM and SIGINT at random moments."""
+"""Stop anywhere, resume exactly: real runs killed with SIGKILL, SIGTERM and SIGINT at random moments.
+
+The runs that are killed are real processes; the uninterrupted runs and the resumes are ``charrnn-train``
+called in this process."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TEXT, only_run_dir, run_cli, tensorboard_history
+from conftest import TINY_TEXT, cli_in_process, only_run_dir, popen_cli, tensorboard_history, write_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +55,10 @@ def lr_curve(run: Path) -> dict[int, float]:
 def kill_and_resume(
     args: list[str], cwd: Path, sig: signal.Signals, delay: float
 ) -> tuple[Path, subprocess.CompletedProcess]:
-    """Start a run, send ``sig`` ``delay`` s after its first checkpoint (SIGKILL) or the start of fit, resume it."""
-    exe = Path(sys.executable).parent / "charrnn-train"
+    """Start a run (a real process), send ``sig`` ``delay`` s after its first checkpoint (SIGKILL) or the
+    start of fit, resume it (in this process)."""
     cwd.mkdir()
-    child = subprocess.Popen(
-        [str(exe), *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    child = popen_cli(args, cwd=cwd)
     deadline = time.time() + 120
     # SIGKILL needs a checkpoint to resume from; SIGTERM and SIGINT may come as soon as fit started.
     ready = (
@@ -85,7 +79,7 @@ def kill_and_resume(
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("charrnn-train: stopped by") and f"resume={run}" in last, stderr[-2000:]
         assert json.loads((run / "run.json").read_text())["status"] == "stopped"
-    resumed = run_cli([f"resume={run}"], cwd=cwd)
+    resumed = cli_in_process([f"resume={run}"], cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     return run, resumed
 
@@ -95,11 +89,10 @@ def kill_and_resume(
     [("stateful", [signal.SIGTERM, signal.SIGKILL]), ("random", [signal.SIGINT, signal.SIGKILL])],
 )
 def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, batching, signals):
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
+    corpus = write_corpus(tmp_path)
     args = ["data=text", f"data.path={corpus}", f"data.batching={batching}", *MID_EPOCH_RUN]
     (tmp_path / "straight").mkdir()
-    proc = run_cli(args, cwd=tmp_path / "straight")
+    proc = cli_in_process(args, cwd=tmp_path / "straight")
     assert proc.returncode == 0, proc.stderr[-2000:]
     straight = only_run_dir(tmp_path / "straight")
     expected, expected_lr, expected_history = (
@@ -149,8 +142,7 @@ SHAPES = {
 def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching, shape):
     """Every state a kill can leave behind, deterministically: the run keeps each checkpoint it saves,
     and a copy of the run resumed from each equals the whole run (scripts/resume_check.py: more shapes)."""
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
+    corpus = write_corpus(tmp_path)
     extra, steps = SHAPES[shape]
     args = [
         "data=text",
@@ -160,7 +152,7 @@ def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching,
         *extra,
         "callbacks.model_checkpoint.save_top_k=-1",
     ]
-    proc = run_cli(args, cwd=tmp_path)
+    proc = cli_in_process(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = only_run_dir(tmp_path)
     expected, history = final_metrics(run), tensorboard_history(run)
@@ -175,7 +167,7 @@ def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching,
         for other in [p for p in (copy / "checkpoints").iterdir() if p.name != ckpt.name]:
             other.unlink()
         (copy / "checkpoints" / ckpt.name).rename(copy / "checkpoints" / "last.ckpt")
-        resumed = run_cli([f"resume={copy}"], cwd=tmp_path)
+        resumed = cli_in_process([f"resume={copy}"], cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert final_metrics(copy) == expected, ckpt.name
         if ckpt == saved[-1]:  # training had ended, only the test was left: Lightning may log it (and the
@@ -187,10 +179,9 @@ def test_resuming_from_every_checkpoint_a_run_saved_is_exact(tmp_path, batching,
     print(f"\n{batching}, {shape}: resumed from steps {steps}: {len(saved)}/{len(saved)} identical")
 
 
-def finished_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    proc = run_cli(
+def short_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    corpus = write_corpus(tmp_path)
+    proc = cli_in_process(
         ["data=text", f"data.path={corpus}", *MID_EPOCH_RUN, "trainer.max_steps=14", *extra], cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -198,21 +189,16 @@ def finished_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
 
 
 def test_a_second_resume_of_a_training_run_is_refused(tmp_path):
-    run, _ = finished_run(tmp_path)
-    exe = Path(sys.executable).parent / "charrnn-train"
-    first = subprocess.Popen(
-        [str(exe), f"resume={run}", "trainer.max_steps=100000"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """The first resume is a real process (killed, which frees the lock); the others run in this process."""
+    run, _ = short_run(tmp_path)
+    first = popen_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while (
             json.loads((run / "run.json").read_text()).get("status") != "running" and time.time() < deadline
         ):
             time.sleep(0.1)
-        second = run_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path)
+        second = cli_in_process([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path)
         lines = second.stderr.strip().splitlines()
         assert (
             second.returncode == 2 and len(lines) == 1 and "being trained by another process" in lines[0]
@@ -220,27 +206,28 @@ def test_a_second_resume_of_a_training_run_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)  # a crash frees the lock
         first.wait()
-    again = run_cli([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
+    again = cli_in_process([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
 
 
 def test_resuming_onto_a_changed_corpus_needs_consent(tmp_path):
-    run, corpus = finished_run(tmp_path)
+    run, corpus = short_run(tmp_path)
     old = json.loads((run / "run.json").read_text())["corpus"]["sha256"]
     lines = TINY_TEXT.splitlines(keepends=True)
     corpus.write_text("".join(lines[1:] + lines[:1]))  # the same characters, another text
-    refused = run_cli([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
+    refused = cli_in_process([f"resume={run}", "trainer.max_steps=21"], cwd=tmp_path)
     assert (
         refused.returncode == 2 and old in refused.stderr and "allow_corpus_change=true" in refused.stderr
     ), refused.stderr[-2000:]
     assert len(refused.stderr.strip().splitlines()) == 1
-    allowed = run_cli([f"resume={run}", "trainer.max_steps=21", "allow_corpus_change=true"], cwd=tmp_path)
+    allowed = cli_in_process(
+        [f"resume={run}", "trainer.max_steps=21", "allow_corpus_change=true"], cwd=tmp_path
+    )
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
 def test_a_resumed_time_budget_continues_its_learning_rate_to_the_floor(tmp_path):
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
+    corpus = write_corpus(tmp_path)
     args = [
         "data=text",
         f"data.path={corpus}",
@@ -263,9 +250,7 @@ def test_a_resumed_time_budget_continues_its_learning_rate_to_the_floor(tmp_path
 
 
 def test_a_sigterm_ends_a_sweep_non_zero_and_records_the_stop(tmp_path):
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    exe = Path(sys.executable).parent / "charrnn-train"
+    corpus = write_corpus(tmp_path)
     args = [
         "-m",
         "data=text",
@@ -274,9 +259,7 @@ def test_a_sigterm_ends_a_sweep_non_zero_and_records_the_stop(tmp_path):
         "trainer.max_steps=100000",
         "optim.lr=1e-3,3e-3",
     ]
-    child = subprocess.Popen(
-        [str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    child = popen_cli(args, cwd=tmp_path)
     deadline = time.time() + 120
     while (
         not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline

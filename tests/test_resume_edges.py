@@ -3,7 +3,8 @@ changed shapes, and the lines a stop and a resume print.
 
 Most runs here are in-process: the config composed with Hydra from the shipped ``conf/``, the real
 DataModule, module, callbacks and Trainer, real signals sent to this process at a chosen step, real
-checkpoints reloaded. The CLI runs as a subprocess where the run dir and its paths are the point.
+checkpoints reloaded. ``charrnn-train`` itself (called in this process) where the run dir and its paths
+are the point.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import lightning as L
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
@@ -26,7 +26,7 @@ from charrnn.core.checkpoint import read_checkpoint
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.stop import StopOnSignal, Stopped
-from conftest import TINY_TEXT, only_run_dir, run_cli, tensorboard_history
+from conftest import cli_in_process, compose_config, only_run_dir, tensorboard_history, write_corpus
 
 # A 2-layer LSTM with dropout; an epoch has 49 batches of 8 x 16; validation every 10 steps.
 SMALL_RUN = [
@@ -63,15 +63,11 @@ class AtStep(Callback):
 
 
 def compose_run(out: Path, corpus: Path, *overrides: str) -> Any:
-    with initialize_config_module("charrnn.conf", version_base="1.3"):
-        return compose(
-            "train",
-            overrides=["data=text", f"data.path={corpus}", f"output_dir={out}", *SMALL_RUN, *overrides],
-        )
+    return compose_config(["data=text", f"data.path={corpus}", *SMALL_RUN, *overrides], out)
 
 
 def fit(cfg: Any, resume: bool = False, at: AtStep | None = None) -> tuple[L.Trainer, Stopped | Crash | None]:
-    """``charrnn-train``'s fit, in this process: from ``<output_dir>/checkpoints/last.ckpt`` when ``resume``."""
+    """``charrnn-train``'s fit, in this process: from ``<output_dir>/checkpoints/last.ckpt`` if ``resume``."""
     ckpt_path = str(Path(cfg.output_dir) / "checkpoints" / "last.ckpt") if resume else None
     datamodule = instantiate(cfg.data, seed=cfg.seed)
     datamodule.setup("fit")
@@ -108,9 +104,7 @@ def checkpoint_files(out: Path) -> list[str]:
 
 @pytest.fixture
 def text(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.txt"
-    path.write_text(TINY_TEXT)
-    return path
+    return write_corpus(tmp_path)
 
 
 def test_last_ckpt_follows_a_stop_before_any_validation_then_a_kill(tmp_path, text):
@@ -149,17 +143,17 @@ def test_a_checkpoint_names_no_absolute_path(tmp_path, text):
 def test_a_moved_then_copied_run_dir_resumes_in_place(tmp_path, text):
     """Issue 15 cases B and C, through charrnn-train: the run dir's checkpoints are its own wherever it is."""
     base = ["data=text", f"data.path={text}", *SMALL_RUN, "trainer.max_steps=20"]
-    proc = run_cli(base, cwd=tmp_path)
+    proc = cli_in_process(base, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     moved = tmp_path / "moved"
     shutil.move(str(only_run_dir(tmp_path)), moved)
-    resumed = run_cli([f"resume={moved}", "trainer.max_steps=30"], cwd=tmp_path)
+    resumed = cli_in_process([f"resume={moved}", "trainer.max_steps=30"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     copy = tmp_path / "copy"
     shutil.copytree(moved, copy)
     before = {p.name: p.stat().st_mtime_ns for p in (moved / "checkpoints").iterdir()}
     for steps in (40, 50):
-        again = run_cli([f"resume={copy}", f"trainer.max_steps={steps}"], cwd=tmp_path)
+        again = cli_in_process([f"resume={copy}", f"trainer.max_steps={steps}"], cwd=tmp_path)
         assert again.returncode == 0, again.stderr[-2000:]
         metrics = json.loads((copy / "metrics.json").read_text())
         assert metrics["global_step"] == steps and metrics["train_chars"] == 10 * 8 * 16, (
@@ -196,10 +190,11 @@ def outcome(trainer: L.Trainer, out: Path) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("batching,saved", [("stateful", 46), ("random", 45)])
 def test_gradient_accumulation_trains_every_epoch_and_resumes_exactly(tmp_path, text, batching, saved):
-    """Issue 15 item 3: 2 batches a step, validation every 10 batches; a stop mid-epoch, then a kill at step 48.
-    Stateful: 49 batches an epoch (25 steps, the last of one batch), so from the 2nd epoch on validation
+    """Issue 15 item 3: 2 batches a step, validation every 10 batches; a stop mid-epoch, then a kill at step
+    48. Stateful: 49 batches an epoch (25 steps, the last of one batch), so from the 2nd epoch on validation
     comes mid-step and is saved at the step's end (the one after batch 90: step 46). Random: 48 (24 steps)."""
-    # max_time: the defect this tests made training loop forever without a step (it ends fit, then the asserts fail).
+    # max_time: the defect this tests made training loop forever without a step (it ends fit, then the
+    # asserts fail).
     args = [
         f"data.batching={batching}",
         "+trainer.accumulate_grad_batches=2",
@@ -245,7 +240,7 @@ def test_a_stop_anywhere_in_the_last_epoch_resumes_to_the_same_tensorboard_histo
 
 @pytest.mark.parametrize("change", ["data.batch_size=4", "data.seq_len=8", "data.batching=random"])
 def test_a_mid_epoch_resume_refuses_another_shape_naming_the_key(tmp_path, text, change):
-    """Issue 15: resume=<dir> data.batch_size=4 of a stateful run stopped mid-epoch gave a 158-line traceback."""
+    """Issue 15: resume=<dir> data.batch_size=4 of a stateful run stopped mid-epoch: a 158-line traceback."""
     out = tmp_path / "run"
     _, stop = fit(compose_run(out, text), at=AtStep(13, signal.SIGTERM))
     assert isinstance(stop, Stopped)

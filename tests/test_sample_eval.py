@@ -1,9 +1,9 @@
-"""charrnn-sample and charrnn-eval: real subprocesses on runs trained here, plus the generator's maths.
+"""charrnn-sample and charrnn-eval on runs trained here, plus the generator's maths.
 
-Two runs are trained once for the module (concurrently): the tiny corpus of conftest (still
-uncertain after 20 steps, so sampling has entropy) and a periodic text a small LSTM learns
-exactly. CLI calls of one test run side by side, since each spends seconds importing torch and
-Lightning; the checkpoint-format errors call the entry points in-process for the same reason.
+Two runs: the session's tiny run of conftest (still uncertain after 20 steps, so sampling has
+entropy) and a periodic text a small LSTM learns exactly, trained once for the module. The console
+scripts' entry points are called in this process (each process would spend seconds importing torch);
+a few refusals go through real processes, which prove the one-line plumbing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 from charrnn.cli.rundir import load_run
 from charrnn.core.generate import Stepper, generate, pick
 from charrnn.core.model import CharRNN
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+from conftest import TINY_TEXT, cli_in_process, copy_run, only_run_dir, run_cli, write_corpus
 
 PERIODIC_TEXT = "hello world\n" * 200
 PERIODIC_RUN = [
@@ -37,15 +36,9 @@ PERIODIC_RUN = [
 ]
 
 
-# Processes run side by side on few cores: one torch thread each, or they wait on each other's threads.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
 def run_many(*calls: tuple[str, list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
-    """Several ``(script, args)`` CLI calls at once; results in the order given."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = [pool.submit(run_cli, args, cwd, script, env=ONE_THREAD) for script, args in calls]
-        return [f.result() for f in futures]
+    """Several ``(script, args)`` console script calls, in this process; results in the order given."""
+    return [cli_in_process(args, cwd, script) for script, args in calls]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, script: str, *needles: str) -> None:
@@ -70,28 +63,19 @@ def greedy(model: CharRNN, vocab, prompt: str, length: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """``{"tiny": run dir, "periodic": run dir, "periodic_text": file}``, trained concurrently."""
+def runs(tmp_path_factory, finished_run, finished_corpus) -> dict[str, Path]:
+    """``{"tiny": run dir, "periodic": run dir, "periodic_text": file, "root": a dir, "tiny_text": file}``."""
     root = tmp_path_factory.mktemp("sample_eval")
-    (root / "tiny").mkdir()
     (root / "periodic").mkdir()
-    (root / "tiny" / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     (root / "periodic.txt").write_text(PERIODIC_TEXT, encoding="utf-8")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        tiny = pool.submit(
-            run_cli, ["data=text", "data.path=tiny.txt", *TINY_RUN], root / "tiny", env=ONE_THREAD
-        )  # relative path, as users write it
-        periodic = pool.submit(
-            run_cli,
-            ["data=text", f"data.path={root / 'periodic.txt'}", *PERIODIC_RUN],
-            root / "periodic",
-            env=ONE_THREAD,
-        )
-        for proc in (tiny.result(), periodic.result()):
-            assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli_in_process(
+        ["data=text", f"data.path={root / 'periodic.txt'}", *PERIODIC_RUN], root / "periodic"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return {
-        "root": root,
-        "tiny": only_run_dir(root / "tiny"),
+        "root": root,  # not the dir the tiny run trained in: its relative data.path is found all the same
+        "tiny": finished_run,
+        "tiny_text": finished_corpus,
         "periodic": only_run_dir(root / "periodic"),
         "periodic_text": root / "periodic.txt",
     }
@@ -228,7 +212,11 @@ def test_eval_on_the_val_split_reproduces_the_logged_best_val_bpc(runs):
 # --- bad input: exit 2, one sentence on stderr, no traceback -------------------------------------
 
 
-@pytest.mark.slow
+# Refused while argv is parsed, before torch is imported: these go through a real process (a tenth of a
+# second each), proving the plumbing; the others call the same entry point in this process.
+REAL_PROCESS = {("charrnn-sample", "lenght=5"), ("charrnn-eval", "split=dev")}
+
+
 @pytest.mark.parametrize(
     ("script", "args", "needles"),
     [
@@ -251,7 +239,8 @@ def test_eval_on_the_val_split_reproduces_the_logged_best_val_bpc(runs):
 )
 def test_bad_arguments_fail_with_one_line(tmp_path, script, args, needles):
     (tmp_path / "RUN").mkdir()  # these are refused before any checkpoint is opened
-    assert_one_line_error(run_cli(args, tmp_path, script=script), script, *needles)
+    call = run_cli if (script, args[-1] if args else "") in REAL_PROCESS else cli_in_process
+    assert_one_line_error(call(args, tmp_path, script=script), script, *needles)
 
 
 @pytest.mark.slow
@@ -301,17 +290,14 @@ def test_bad_and_bare_checkpoints(runs, tmp_path, capsys):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (argv, err)
         assert err.startswith(f"{prog}: error: ") and needle in err, err
     # ...while the bare checkpoint still scores a file.
-    code, out, err = call_main(
-        eval_main, [str(bare), f"path={runs['root'] / 'tiny' / 'tiny.txt'}", "--json"], capsys
-    )
+    code, out, err = call_main(eval_main, [str(bare), f"path={runs['tiny_text']}", "--json"], capsys)
     assert code == 0 and json.loads(out)["chars"] == len(TINY_TEXT) - 1, err
 
 
-@pytest.mark.slow
 def test_help_prints_usage(tmp_path):
-    sample_help, eval_help = run_many(
-        ("charrnn-sample", ["--help"]), ("charrnn-eval", ["--help"]), cwd=tmp_path
-    )
+    """Real processes: --help imports neither torch nor Lightning, so each takes a tenth of a second."""
+    sample_help = run_cli(["--help"], tmp_path, script="charrnn-sample")
+    eval_help = run_cli(["--help"], tmp_path, script="charrnn-eval")
     assert (
         sample_help.returncode == 0
         and "usage: charrnn-sample" in sample_help.stdout
@@ -324,36 +310,39 @@ def test_help_prints_usage(tmp_path):
     )
 
 
-def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, capsys):
+def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, monkeypatch, capsys):
     """The run's corpus changed since it trained (its lines shuffled): split=val says so and refuses (exit 2)
     unless allow_corpus_change=true; path= scores any text as it is."""
     from charrnn.cli.eval import main
 
+    run = copy_run(runs["tiny"], tmp_path / "run")
+
     def evaluate(*args):
         try:
-            code = main([str(runs["tiny"]), *args, "--json"])
+            code = main([str(run), *args, "--json"])
         except SystemExit as e:
             code = e.code
         out, err = capsys.readouterr()
         return code, out, err
 
-    corpus = runs["root"] / "tiny" / "tiny.txt"
     lines = TINY_TEXT.splitlines(keepends=True)
     changed = "".join(lines[1::2] + lines[::2])  # the same characters, another text
-    try:
-        corpus.write_text(changed, encoding="utf-8")
-        code, out, err = evaluate("split=val")
-        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
-        assert (
-            err.startswith("charrnn-eval: error: the run's corpus changed since it trained")
-            and "allow_corpus_change=true" in err
-        )
-        code, out, err = evaluate("split=val", "allow_corpus_change=true")
-        assert code == 0, err
-        best = json.loads((runs["tiny"] / "metrics.json").read_text())["best_val_bpc"]
-        assert json.loads(out)["bpc"] != pytest.approx(best, abs=1e-6)  # another text, another score
-    finally:
-        corpus.write_text(TINY_TEXT, encoding="utf-8")
+    # The run names its corpus relative (data.path=tiny.txt), found first in the current dir: the changed one.
+    (tmp_path / "tiny.txt").write_text(changed, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = evaluate("split=val")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert (
+        err.startswith("charrnn-eval: error: the run's corpus changed since it trained")
+        and "allow_corpus_change=true" in err
+    )
+    code, out, err = evaluate("split=val", "allow_corpus_change=true")
+    assert code == 0, err
+    best = json.loads((run / "metrics.json").read_text())["best_val_bpc"]
+    assert json.loads(out)["bpc"] != pytest.approx(best, abs=1e-6)  # another text, another score
+    write_corpus(tmp_path)  # the text it trained on: the same split scores its logged best again
+    code, out, err = evaluate("split=val")
+    assert code == 0 and json.loads(out)["bpc"] == pytest.approx(best, abs=1e-6), err
     other = tmp_path / "other.txt"
     other.write_text(changed, encoding="utf-8")
     code, out, err = evaluate(f"path={other}")

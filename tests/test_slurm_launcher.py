@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.cli.slurm import LEAST, check_numbers
 from charrnn.core.errors import UserError
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, cli_in_process
 
 
 @pytest.mark.parametrize("key", sorted(LEAST))
@@ -26,7 +26,7 @@ def test_each_numeric_key_below_its_least_is_refused_by_name(key):
 )
 def test_a_nonsense_number_is_one_sentence_and_exit_2_before_submitting(tmp_path, corpus, override):
     sweep = tmp_path / "sweep"
-    proc = run_cli(
+    proc = cli_in_process(
         [
             "-m",
             "hydra/launcher=slurm",

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tensorboard_history
+from conftest import popen_cli, tensorboard_history
 from slurm import slurm_cluster, wait_until  # noqa: F401  (slurm_cluster: the fixture)
-from test_slurm_sweeps import charrnn_lines, job_dir, popen_cli, report_rows, sweep_args, the_sweep
+from test_slurm_sweeps import charrnn_lines, job_dir, report_rows, sweep_args, the_sweep
 
 # Long enough that job 1 is still training when it is interrupted after its first checkpoint.
 LONG = ["trainer.max_steps=200", "trainer.val_check_interval=20", "seed=1,1"]
@@ -51,7 +51,8 @@ def sweep_interrupting_job_1(
 
 
 def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
-    """Job 1 (interrupted) ended as job 0 (not): same metrics, files and TensorBoard steps. Returns job 1's run.json."""
+    """Job 1 (interrupted) ended as job 0 (not): same metrics, files and TensorBoard steps.
+    Returns job 1's run.json."""
     straight, resumed = job_dir(sweep, 0), job_dir(sweep, 1)
     assert final_metrics(resumed) == final_metrics(straight)
     names = lambda run: sorted(p.name for p in (run / "checkpoints").iterdir())  # noqa: E731
@@ -71,7 +72,8 @@ def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
 @pytest.mark.slurm
 @pytest.mark.xdist_group("slurm")
 def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_cluster, tmp_path, capsys):
-    """``scontrol requeue`` (what preemption with PreemptMode=REQUEUE does): SIGTERM, then SLURM runs it again."""
+    """``scontrol requeue`` (what preemption with PreemptMode=REQUEUE does): SIGTERM, then SLURM runs it
+    again."""
     code, stderr, job_id, took = sweep_interrupting_job_1(slurm_cluster, tmp_path, ["scontrol", "requeue"])
     assert code == 0, stderr[-3000:]
     sweep = the_sweep(tmp_path)
@@ -79,7 +81,8 @@ def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_clus
     with capsys.disabled():
         print(
             f"\n[slurm] scontrol requeue {job_id} at its first checkpoint ({took:.0f} s after submission): "
-            f"attempt 1 stopped at step {record['earlier_attempts'][0]['global_step']}, attempt 2 ended identical to the uninterrupted job"
+            f"attempt 1 stopped at step {record['earlier_attempts'][0]['global_step']}, "
+            "attempt 2 ended identical to the uninterrupted job"
         )
     assert {r["status"] for r in report_rows(sweep, tmp_path).values()} == {"done"}
 

@@ -2,17 +2,15 @@
 
 The tests marked ``slurm`` run real ``charrnn-train -m`` processes against the one-node cluster of
 tests/slurm.py (skipped, saying how to get one, where none can start); the others check the launcher's
-rules without a cluster.
+rules without a cluster. The sweeps that are signalled or interrupted are real processes; the others, and
+charrnn-report, are called in this process (the jobs are SLURM's processes either way).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +21,8 @@ from omegaconf import OmegaConf
 from charrnn.cli import slurm as launcher
 from charrnn.cli.commands import resume_command
 from charrnn.core.errors import UserError
-from conftest import TINY_RUN, TINY_TEXT, run_cli
-from slurm import sacct, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from conftest import TINY_RUN, cli_in_process, popen_cli, write_corpus
+from slurm import TERMINAL, sacct, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
 
 SWEEP = [
     "-m",
@@ -37,8 +35,7 @@ TINY = [o for o in TINY_RUN if not o.startswith("model.hidden_size=")] + ["model
 
 
 def sweep_args(root: Path, *extra: str) -> list[str]:
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    corpus = write_corpus(root)
     return [*SWEEP, "data=text", f"data.path={corpus}", *TINY, *extra]
 
 
@@ -53,7 +50,7 @@ def job_dir(sweep: Path, num: int) -> Path:
 
 
 def report_rows(sweep: Path, cwd: Path) -> dict[str, dict[str, str]]:
-    proc = run_cli([str(sweep)], cwd=cwd, script="charrnn-report")
+    proc = cli_in_process([str(sweep)], cwd=cwd, script="charrnn-report")
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(sweep / "report.csv", newline="") as f:
         return {row["job"]: row for row in csv.DictReader(f)}
@@ -61,16 +58,6 @@ def report_rows(sweep: Path, cwd: Path) -> dict[str, dict[str, str]]:
 
 def seconds(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp).timestamp()
-
-
-def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    """``charrnn-train`` started as conftest.run_cli runs it, without waiting for it."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    exe = str(Path(sys.executable).parent / "charrnn-train")
-    return subprocess.Popen(
-        [exe, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
 
 
 def charrnn_lines(stderr: str) -> list[str]:
@@ -84,7 +71,7 @@ def charrnn_lines(stderr: str) -> list[str]:
 @pytest.mark.xdist_group("slurm")
 def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
     started = time.time()
-    proc = run_cli(sweep_args(tmp_path, "optim.lr=1e-3,3e-3", "seed=1,2"), cwd=tmp_path, timeout=240)
+    proc = cli_in_process(sweep_args(tmp_path, "optim.lr=1e-3,3e-3", "seed=1,2"), cwd=tmp_path, timeout=240)
     ended = time.time()
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = the_sweep(tmp_path)
@@ -99,7 +86,16 @@ def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
     assert [r["status"] for r in report_rows(sweep, tmp_path).values()] == ["done"] * 4
 
     array = sorted((sweep / ".submitit").glob("*_0"))[0].name.split("_")[0]
-    rows = sacct(slurm_cluster, array)
+    # Accounting (slurmdbd) may record a job's end a moment after the sweep has its result: wait for it.
+    rows = wait_until(
+        lambda: (
+            (rows := sacct(slurm_cluster, array))
+            and all(r["State"].split()[0] in TERMINAL for r in rows)
+            and rows
+        ),
+        30,
+        "sacct to record every job's end",
+    )
     assert sorted(r["JobID"] for r in rows) == [f"{array}_{i}" for i in range(4)] and {
         r["State"] for r in rows
     } == {"COMPLETED"}
@@ -110,7 +106,8 @@ def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
     tail = ended - max(e for _, e in spans)
     with capsys.disabled():
         print(
-            f"\n[slurm] 4-job sweep: {ended - started:.1f} s wall; submit -> first RUNNING {first_running:.0f} s "
+            f"\n[slurm] 4-job sweep: {ended - started:.1f} s wall; "
+            f"submit -> first RUNNING {first_running:.0f} s "
             f"(sacct, 1 s steps); at most {most} at once; last job end -> sweep exit {tail:.1f} s"
         )
     assert first_running <= 30 and tail < 15  # scheduled at once; no waiting on submitit's slow polls
@@ -147,7 +144,9 @@ def test_scancel_of_one_job_ends_the_sweep_and_the_report_shows_it(slurm_cluster
     assert {n: r["status"] for n, r in rows.items()} == {"0": "done", "1": "cancelled", "2": "done"}
     assert rows["1"]["error"].startswith("CANCELLED by") and Path(rows["1"]["log"]).is_file()
     assert (job_dir(sweep, 0) / "metrics.json").is_file() and (job_dir(sweep, 2) / "metrics.json").is_file()
-    assert squeue(slurm_cluster, job_id.split("_")[0]) == ("", "")
+    wait_until(  # a cancelled job stays in squeue while it completes (MinJobAge)
+        lambda: squeue(slurm_cluster, job_id.split("_")[0]) == ("", ""), 30, f"job {job_id} to leave squeue"
+    )
 
 
 @pytest.mark.slurm
@@ -185,8 +184,8 @@ def test_a_request_no_node_can_hold_is_one_sentence(slurm_cluster, tmp_path, res
         ),
         "gpus": ("trainer=gpu", ["trainer.accelerator=gpu", "1 GPU(s)", "has none"]),
     }[resource]
-    # The run_cli timeout is the guard against a hang: the refusal comes before anything is submitted.
-    proc = run_cli([*sweep_args(tmp_path), ask, "seed=1,2"], cwd=tmp_path, timeout=180)
+    # The timeout is the guard against a hang: the refusal comes before anything is submitted.
+    proc = cli_in_process([*sweep_args(tmp_path), ask, "seed=1,2"], cwd=tmp_path, timeout=180)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()
     assert (
@@ -250,7 +249,8 @@ def test_launch_failure_line(tmp_path):
 
     result = tmp_path / "7_1" / "7_1_0_result.pkl"
     cancelled = UncompletedJobError(
-        f"Job 7_1 (task: 0) with path {result}\nhas not produced any output (state: CANCELLED by 0)\nError stream produced:\n----\nlots"
+        f"Job 7_1 (task: 0) with path {result}\nhas not produced any output (state: CANCELLED by 0)\n"
+        "Error stream produced:\n----\nlots"
     )
     assert (
         launcher.launch_failure_line(cancelled)
@@ -264,8 +264,9 @@ def test_launch_failure_line(tmp_path):
     )
     err = tmp_path / "7_3" / "7_3_0_log.err"
     raised = FailedJobError(
-        f"Job (task=0) failed during processing with trace:\n----------------------\nTraceback...\nValueError: bad\n"
-        f"----------------------\nYou can check full logs with 'job.stderr(0)'or at paths:\n  - {err}\n  - {err.with_suffix('.out')}"
+        "Job (task=0) failed during processing with trace:\n----------------------\nTraceback...\n"
+        "ValueError: bad\n----------------------\nYou can check full logs with 'job.stderr(0)'or at paths:\n"
+        f"  - {err}\n  - {err.with_suffix('.out')}"
     )
     assert launcher.launch_failure_line(raised) == f"job 7_3 failed: ValueError: bad; log: {err}"
     refused = FailedJobError(
@@ -280,7 +281,8 @@ def test_launch_failure_line(tmp_path):
 def test_partition_nodes_reads_sinfo(tmp_path, monkeypatch):
     sinfo = tmp_path / "sinfo"
     sinfo.write_text(
-        "#!/bin/sh\nprintf 'a|cpu*|8|64000|(null)\\nb|gpu|32|256000|gpu:a100:4(S:0-1)\\nb|cpu*|32|256000|gpu:a100:4(S:0-1)\\n'\n"
+        "#!/bin/sh\nprintf 'a|cpu*|8|64000|(null)\\nb|gpu|32|256000|gpu:a100:4(S:0-1)\\n"
+        "b|cpu*|32|256000|gpu:a100:4(S:0-1)\\n'\n"
     )
     sinfo.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -1,4 +1,4 @@
-"""The standard split (val = the corpus's last 10 %, as nanoGPT) in charrnn-eval, and a run with no test split."""
+"""The standard split (val = the corpus's last 10 %, as nanoGPT) in charrnn-eval; a run with no test split."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from charrnn.core.errors import UserError
 from charrnn.core.scoring import standard_val, standard_val_held_out
 from charrnn.core.windows import check_split, cut_splits
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+from conftest import TINY_RUN, TINY_TEXT, cli_in_process, only_run_dir, write_corpus
 
 
 def test_standard_val_is_nanogpts_last_ten_percent():
@@ -36,25 +36,27 @@ def test_a_run_without_test_split_and_its_standard_val_in_charrnn_eval(tmp_path)
     multiple of 10 the run's own val is exactly the standard val, so charrnn-eval's two figures agree."""
     n = len(TINY_TEXT)
     assert n % 10 == 0 and int(n * 0.9) == round(n * 0.9)  # the two cuts coincide on this corpus
-    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    train = run_cli(["data=text", "data.path=tiny.txt", "data.split=[0.9,0.1,0.0]", *TINY_RUN], tmp_path)
+    write_corpus(tmp_path)
+    train = cli_in_process(
+        ["data=text", "data.path=tiny.txt", "data.split=[0.9,0.1,0.0]", *TINY_RUN], tmp_path
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     assert "test bpc: none (no test split)" in train.stdout
     run = only_run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"] == {} and metrics["final"]["val/bpc"] > 0
 
-    scored = run_cli([str(run), "split=val"], tmp_path, script="charrnn-eval")
+    scored = cli_in_process([str(run), "split=val"], tmp_path, script="charrnn-eval")
     assert scored.returncode == 0, scored.stderr[-2000:]
     record = json.loads(scored.stdout.strip().splitlines()[-1])
     assert "standard val" in scored.stdout and record["standard_val_held_out"] is True
     assert record["standard_val_loss"] == pytest.approx(record["loss"], rel=1e-12)
     assert record["bpc"] == pytest.approx(metrics["best_val_bpc"], abs=1e-6)
 
-    only = run_cli([str(run), "split=standard_val", "--json"], tmp_path, script="charrnn-eval")
+    only = cli_in_process([str(run), "split=standard_val", "--json"], tmp_path, script="charrnn-eval")
     assert only.returncode == 0, only.stderr[-2000:]
     assert json.loads(only.stdout)["loss"] == pytest.approx(record["standard_val_loss"], rel=1e-12)
 
-    no_test = run_cli([str(run), "split=test"], tmp_path, script="charrnn-eval")
+    no_test = cli_in_process([str(run), "split=test"], tmp_path, script="charrnn-eval")
     assert no_test.returncode == 2 and "Traceback" not in no_test.stderr
     assert len(no_test.stderr.strip().splitlines()) == 1 and "split=test" in no_test.stderr

@@ -1,6 +1,7 @@
 """Signals outside the training steps: during the final test, before training starts (a corpus read
 that blocks), and while a sweep job waits for a device slot. Each ends in one line with 128 + N, and
-run.json says ``stopped``; a stop in the test is finished by ``resume=``."""
+run.json says ``stopped``; a stop in the test is finished by ``resume=``. The runs that get the signal are
+real processes; the runs around them call ``charrnn-train`` in this process."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_RUN, only_run_dir, run_cli
+from conftest import HELPERS, TINY_RUN, cli_in_process, only_run_dir, popen_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
-HELPERS = {"PYTHONPATH": str(REPO / "tests" / "helpers")}
+WITH_HELPERS = {"PYTHONPATH": str(HELPERS)}  # signal_at.SignalAt, a config callback
 
 
 def signal_in_test(signum: int) -> list[str]:
@@ -32,9 +32,11 @@ def signal_in_test(signum: int) -> list[str]:
 
 def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path, corpus):
     base = ["data=text", f"data.path={corpus}", *TINY_RUN]
-    whole = run_cli([*base, "hydra.run.dir=whole"], cwd=tmp_path)
+    whole = cli_in_process([*base, "hydra.run.dir=whole"], cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    proc = run_cli([*base, "hydra.run.dir=cut", *signal_in_test(signal.SIGTERM)], cwd=tmp_path, env=HELPERS)
+    proc = run_cli(
+        [*base, "hydra.run.dir=cut", *signal_in_test(signal.SIGTERM)], cwd=tmp_path, env=WITH_HELPERS
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert (
@@ -48,7 +50,7 @@ def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path
         record["status"] == "stopped" and record["global_step"] == 20 and not (cut / "metrics.json").exists()
     )
 
-    resumed = run_cli([f"resume={cut}", "+callbacks.kill.hook=none"], cwd=tmp_path, env=HELPERS)
+    resumed = cli_in_process([f"resume={cut}", "+callbacks.kill.hook=none"], cwd=tmp_path, env=WITH_HELPERS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     finished = json.loads((cut / "metrics.json").read_text())
     expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -61,21 +63,12 @@ def test_ctrl_c_in_the_final_test_is_not_ignored(tmp_path, corpus):
     proc = run_cli(
         ["data=text", f"data.path={corpus}", *TINY_RUN, *signal_in_test(signal.SIGINT)],
         cwd=tmp_path,
-        env=HELPERS,
+        env=WITH_HELPERS,
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 130 and "stopped by SIGINT at step 20" in lines[-1], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert json.loads((only_run_dir(tmp_path) / "run.json").read_text())["status"] == "stopped"
-
-
-def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    exe = Path(sys.executable).parent / "charrnn-train"
-    return subprocess.Popen(
-        [str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
 
 
 def wait_until(condition, timeout: float = 120.0) -> None:
@@ -100,7 +93,7 @@ def test_a_signal_ends_a_run_blocked_reading_its_corpus(tmp_path, signum, code):
         pytest.skip("needs /proc/<pid>/wchan to see where the process blocks")
     fifo = tmp_path / "corpus.fifo"
     os.mkfifo(fifo)
-    proc = popen_cli(["data=text", f"data.path={fifo}", *TINY_RUN], cwd=tmp_path)
+    proc = popen_cli(["data=text", f"data.path={fifo}", *TINY_RUN], cwd=tmp_path, stdout=subprocess.PIPE)
     try:
         wait_until(lambda: blocked_opening_a_fifo(proc.pid) or proc.poll() is not None)
         proc.send_signal(signum)
@@ -131,7 +124,7 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
         "seed=1",
     ]
     with hold_slot([0], 1, locks, "the test"):  # the only slot is taken: the job waits
-        proc = popen_cli(args, cwd=tmp_path)
+        proc = popen_cli(args, cwd=tmp_path, stdout=subprocess.PIPE)
         try:
             waiting = ""
             while "waiting for one" not in waiting:
@@ -150,7 +143,7 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     )
     (job,) = [p.parent for p in (tmp_path / "outputs" / "multirun").glob("*/*/*/run.json")]
     assert json.loads((job / "run.json").read_text())["status"] == "stopped"
-    report = run_cli([str(job.parent)], cwd=tmp_path, script="charrnn-report")
+    report = cli_in_process([str(job.parent)], cwd=tmp_path, script="charrnn-report")
     assert report.returncode == 0 and "stopped" in report.stdout and "running" not in report.stdout, (
         report.stdout + report.stderr
     )

@@ -1,26 +1,15 @@
-"""A full disk, damaged run files, and paths with '=' and spaces, through the real console scripts."""
+"""A full disk, damaged run files, and paths with '=' and spaces, through the console scripts."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from charrnn.cli.rundir import load_run
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, run_cli
+from conftest import TINY_RUN, cli_in_process, copy_run, write_corpus
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("storage")
-    (root / "tiny.txt").write_text(TINY_TEXT)
-    proc = run_cli(["data=text", f"data.path={root / 'tiny.txt'}", *TINY_RUN], cwd=root)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return only_run_dir(root)
 
 
 def test_a_full_disk_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -32,7 +21,7 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        (tmp_path / "tiny.txt").write_text(TINY_TEXT)
+        write_corpus(tmp_path)
         args = [
             "data=text",
             f"data.path={tmp_path / 'tiny.txt'}",
@@ -42,7 +31,7 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path
             "trainer.val_check_interval=5",
             f"hydra.run.dir={disk / 'run'}",
         ]
-        proc = run_cli(args, cwd=tmp_path)
+        proc = cli_in_process(args, cwd=tmp_path)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and lines[-1].startswith("charrnn-train: error: cannot write"), (
             proc.stderr[-2000:]
@@ -55,14 +44,12 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path
         subprocess.run(["umount", str(disk)], check=False)
 
 
-def test_sample_and_eval_take_any_path(finished, tmp_path):
-    odd = tmp_path / "a run=1 with spaces"
-    shutil.copytree(finished, odd)
-    sample = run_cli([str(odd), "length=5", "seed=0"], cwd=tmp_path, script="charrnn-sample")
+def test_sample_and_eval_take_any_path(finished_run, tmp_path):
+    odd = copy_run(finished_run, tmp_path / "a run=1 with spaces")
+    sample = cli_in_process([str(odd), "length=5", "seed=0"], cwd=tmp_path, script="charrnn-sample")
     assert sample.returncode == 0, sample.stderr[-2000:]
-    text = tmp_path / "some text=1.txt"
-    text.write_text(TINY_TEXT)
-    evaluated = run_cli(
+    text = write_corpus(tmp_path, "some text=1.txt")
+    evaluated = cli_in_process(
         [str(odd / "checkpoints" / "last.ckpt"), f"path={text}", "--json"],
         cwd=tmp_path,
         script="charrnn-eval",
@@ -70,11 +57,10 @@ def test_sample_and_eval_take_any_path(finished, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 
-def test_eval_of_a_run_with_a_damaged_config_is_one_sentence(finished, tmp_path):
-    damaged = tmp_path / "damaged"
-    shutil.copytree(finished, damaged)
+def test_eval_of_a_run_with_a_damaged_config_is_one_sentence(finished_run, tmp_path):
+    damaged = copy_run(finished_run, tmp_path / "damaged")
     (damaged / ".hydra" / "config.yaml").write_text("data: [unclosed\n : :")
-    proc = run_cli([str(damaged), "split=val"], cwd=tmp_path, script="charrnn-eval")
+    proc = cli_in_process([str(damaged), "split=val"], cwd=tmp_path, script="charrnn-eval")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "damaged" in lines[0] and "config.yaml" in lines[0], (
         proc.stderr[-2000:]

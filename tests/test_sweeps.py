@@ -1,7 +1,9 @@
 """Sweeps: Hydra's basic launcher, joblib, submitit (local), Optuna with SQLite, DDP on CPU, DDP in a sweep.
 
-The 2x2 multirun and the sweep with a failing job are run once per session and shared with
-test_report.py and test_tensorboard_server.py (``shared_sweep`` / ``shared_failing_sweep``).
+The 2x2 multirun and the sweep with a failing job are run once per session (per pytest worker) and shared
+with test_report.py and test_tensorboard_server.py (``shared_sweep`` / ``shared_failing_sweep``). Sweeps
+under Hydra's basic launcher call ``charrnn-train`` in this process (its jobs run in the sweep's process);
+the launchers that start processes (joblib, submitit) and DDP run as real processes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from omegaconf import OmegaConf
 
 from charrnn.core.windows import IGNORE_INDEX, StreamWindows
 from charrnn.lit.datamodule import CharDataModule
-from conftest import TINY_RUN, TINY_TEXT, only_run_dir, read_scalars, run_cli
+from conftest import (
+    TINY_RUN,
+    cli_in_process,
+    compose_config,
+    only_run_dir,
+    read_scalars,
+    run_cli,
+    write_corpus,
+)
 
 # TINY_RUN without the hidden size, which the sweeps choose.
 SWEEP_RUN = [o for o in TINY_RUN if not o.startswith("model.hidden_size=")]
@@ -35,18 +45,12 @@ def job_dirs(sweep: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: int(p.name.split("_")[0]))
 
 
-def tiny_corpus(root: Path) -> Path:
-    path = root / "tiny.txt"
-    path.write_text(TINY_TEXT, encoding="utf-8")
-    return path
-
-
 def shared_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """One real ``charrnn-train -m model.hidden_size=16,32 optim.lr=1e-3,3e-3`` per test session."""
     if "sweep" not in _SHARED:
         root = tmp_path_factory.mktemp("sweep2x2")
-        corpus = tiny_corpus(root)
-        proc = run_cli(
+        corpus = write_corpus(root)
+        proc = cli_in_process(
             [
                 "-m",
                 "data=text",
@@ -69,8 +73,8 @@ def shared_failing_sweep(
     """A two-job sweep whose second job has an invalid cell."""
     if "failing" not in _SHARED:
         root = tmp_path_factory.mktemp("failing")
-        corpus = tiny_corpus(root)
-        proc = run_cli(
+        corpus = write_corpus(root)
+        proc = cli_in_process(
             [
                 "-m",
                 "data=text",
@@ -133,17 +137,9 @@ def test_one_reading_of_trainer_devices():
 
 def test_launcher_search_and_trainer_configs_compose(tmp_path):
     import hydra
-    from hydra import compose, initialize_config_module
-
-    import charrnn.cli.rundir  # noqa: F401  (the run-dir resolvers)
 
     def composed(*overrides: str):
-        with initialize_config_module(config_module="charrnn.conf", version_base="1.3"):
-            return compose(
-                config_name="train",
-                overrides=[f"output_dir={tmp_path}", *overrides],
-                return_hydra_config=True,
-            )
+        return compose_config(list(overrides), tmp_path, hydra=True)
 
     slurm = composed("hydra/launcher=slurm").hydra.launcher
     # GPUs follow the trainer (null), no memory request: the preset schedules on any node (issue 11)
@@ -228,7 +224,7 @@ def test_a_failing_job_does_not_stop_or_lose_the_others(failing):
 
 @pytest.mark.slow
 def test_an_unexpected_error_is_recorded_too(tmp_path, corpus):
-    proc = run_cli(
+    proc = cli_in_process(
         ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "+trainer.bogus_option=1"], cwd=tmp_path
     )
     assert proc.returncode == 1
@@ -237,7 +233,7 @@ def test_an_unexpected_error_is_recorded_too(tmp_path, corpus):
     first, *rest = (job / "error.txt").read_text().splitlines()
     assert first.startswith("charrnn-train: failed: InstantiationException:") and "bogus_option" in first
     assert any("Traceback" in line for line in rest)
-    report = run_cli([str(sweep)], cwd=tmp_path, script="charrnn-report")
+    report = cli_in_process([str(sweep)], cwd=tmp_path, script="charrnn-report")
     assert report.returncode == 0 and "job 0 failed: InstantiationException:" in report.stdout, (
         report.stdout + report.stderr
     )
@@ -339,11 +335,13 @@ def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
         "model.hidden_size=choice(16,32)",
         "model.cell=choice(rnn,gru)",
     ]
-    first = run_cli([*common, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    first = cli_in_process([*common, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     # Resume: same storage and study name, up to 4 finished trials; a new sampler seed so the random
     # start-up trials are new ones.
-    again = run_cli([*common, "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=2"], cwd=tmp_path)
+    again = cli_in_process(
+        [*common, "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=2"], cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr[-3000:]
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")

@@ -1,9 +1,8 @@
-"""Real ``charrnn-train`` subprocesses on a tiny corpus the test writes."""
+"""``charrnn-train`` on a tiny corpus: its run dir, determinism, resume and entry points."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +12,13 @@ from charrnn.cli.rundir import load_run
 from charrnn.core.errors import UserError
 from charrnn.core.vocab import Vocabulary
 from charrnn.lit.datamodule import CharDataModule
-from conftest import TINY_RUN, only_run_dir, read_scalars, run_cli, train_in_process
+from conftest import TINY_RUN, cli_in_process, only_run_dir, read_scalars, train_in_process
 
 pytestmark = pytest.mark.slow
 
 
-def train_tiny(tmp_path: Path, corpus: Path, *extra: str) -> Path:
-    proc = run_cli(["data=text", f"data.path={corpus}", *TINY_RUN, *extra], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return only_run_dir(tmp_path)
-
-
-def test_train_writes_a_complete_run(tmp_path, corpus):
-    run = train_tiny(tmp_path, corpus)
+def test_train_writes_a_complete_run(finished_run, finished_corpus):
+    run, corpus = finished_run, finished_corpus
     for name in ("vocab.json", ".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     scalars = read_scalars(run / "tensorboard")
@@ -85,11 +78,10 @@ def test_same_seed_gives_identical_logged_values(tmp_path, corpus):
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["best_val_bpc"] == best[0]
 
 
-def test_resume_from_checkpoint(tmp_path, corpus):
-    tiny = ["data=text", f"data.path={corpus}", *TINY_RUN]
-    train_in_process(tiny, tmp_path / "first")
+def test_resume_from_checkpoint(tmp_path, corpus, finished_run):
+    tiny = ["data=text", f"data.path={corpus}", *TINY_RUN]  # finished_run's, with the same text elsewhere
     train_in_process(
-        [*tiny, "trainer.max_steps=30", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
+        [*tiny, "trainer.max_steps=30", f"ckpt_path={finished_run / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "again",
     )
     scalars = read_scalars(tmp_path / "again" / "tensorboard")
@@ -98,7 +90,7 @@ def test_resume_from_checkpoint(tmp_path, corpus):
 
 
 def test_seed_notebook_learns_ello(tmp_path):
-    proc = run_cli(["experiment=seed_notebook"], cwd=tmp_path)
+    proc = cli_in_process(["experiment=seed_notebook"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
