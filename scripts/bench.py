@@ -14,6 +14,14 @@ rows (--only NAME[,NAME]), one module each in scripts/benchrows/:
   sampling  chars/s and time to first char of charrnn-sample's generator vs calling the model
             (nn.LSTM) once per character
   memory    peak RSS of LSTM-512 64x128 training (fresh process each), corpus as int64 vs one-hot
+  throughput  chars/s of the GPU recipe's LSTM-1024x2 128x128 bf16 (experiment=shakespeare_gpu), project
+            loop vs bare loop on --device (--small: a scaled-down smoke)
+  packing   aggregate chars/s of 1, 2, 4, 8 concurrent charrnn-train jobs (LSTM-256 32x64) on one
+            device: on CUDA a sweep sharing GPU 0 through the device lease (jobs_per_gpu=N), on CPU N
+            plain processes; throughput read from the runs' TensorBoard points
+
+--device cuda runs overhead, throughput and packing on the GPU (the other rows stay on CPU); overhead
+then trains in float32 with fused Adam on both sides.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROWS = ("quality", "overhead", "flops", "sampling", "memory")
+ROWS = ("quality", "overhead", "flops", "sampling", "memory", "throughput", "packing")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--memory-steps", type=int, default=5, help="memory: training steps per measurement (default 5)"
     )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="overhead, throughput, packing: the device they train on (default cpu)",
+    )
+    p.add_argument(
+        "--small", action="store_true", help="throughput, packing: a scaled-down model, a smoke of seconds"
+    )
+    p.add_argument(
+        "--packing-jobs", default="1,2,4,8", help="packing: the numbers of jobs at once (default 1,2,4,8)"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: one memory measurement in a fresh process
     args = p.parse_args(argv)
     args.only = [r.strip() for r in args.only.split(",") if r.strip()]
@@ -63,10 +83,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if not args.corpus.is_file():
         p.error(f"--corpus {args.corpus} is not a file")
+    try:
+        args.packing_jobs = [int(n) for n in args.packing_jobs.split(",")]
+    except ValueError:
+        args.packing_jobs = []
+    if not args.packing_jobs or min(args.packing_jobs) < 1:
+        p.error(f"--packing-jobs must be whole numbers >= 1 such as 1,2,4,8, got {args.packing_jobs!r}")
+    if args.device == "cuda" and not cuda_available():
+        p.error("--device cuda: torch sees no CUDA device on this machine; run with --device cpu")
     if args.threads < 1 or args.seconds < 10 or args.rounds < 1 or args.memory_steps < 1:
         p.error("--threads, --rounds and --memory-steps must be >= 1 and --seconds >= 10")
     args.corpus = args.corpus.resolve()
     return args
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def print_table(rows: list[tuple], title: str) -> None:
@@ -83,6 +117,12 @@ def print_table(rows: list[tuple], title: str) -> None:
         table.add_row(*(str(c) for c in row))
         previous = row[0]
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         rows += importlib.import_module(f"benchrows.{name}").run(args)
         note(f"{name}: {time.perf_counter() - started:.0f} s")
     print_table(
-        rows, f"charrnn benchmarks: {args.corpus.name}, {args.threads} thread(s), torch {torch.__version__}"
+        rows,
+        f"charrnn benchmarks: {args.corpus.name}, {args.threads} thread(s), torch {torch.__version__}, "
+        f"device {device_name(args.device)}",
     )
     return 0
 

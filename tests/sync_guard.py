@@ -38,3 +38,15 @@ class SyncGuard(L.Callback):
         Path(trainer.default_root_dir, "sync_guard.json").write_text(
             json.dumps({"guarded_steps": self.guarded})
         )
+
+
+class SyncProbe(L.Callback):
+    """A deliberate host sync (``.item()`` on a CUDA tensor) at the end of step ``at``: the guard must fail
+    the run."""
+
+    def __init__(self, at: int = 5) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.at:
+            pl_module.model.head.weight.sum().item()

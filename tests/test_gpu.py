@@ -179,3 +179,44 @@ def test_training_steps_do_no_host_sync(tmp_path, trainer):
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 20
     assert (run / "sync_guard.json").is_file()  # the guard was armed over every step of its window
     assert json.loads((run / "sync_guard.json").read_text()) == {"guarded_steps": list(range(3, 13))}
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_sync_guard_fails_a_run_that_syncs(tmp_path):
+    """The guard of test_training_steps_do_no_host_sync is live: one .item() in its window fails the run."""
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    guard = ["+callbacks.sync_guard._target_=sync_guard.SyncGuard", "+callbacks.sync_guard.first=3"]
+    probe = ["+callbacks.sync_probe._target_=sync_guard.SyncProbe", "+callbacks.sync_probe.at=5"]
+    args = ["data=text", "data.path=tiny.txt", *TINY_RUN, "trainer=gpu", "trainer.log_every_n_steps=20"]
+    proc = run_cli([*args, *guard, "+callbacks.sync_guard.last=12", *probe], tmp_path, env=env)
+    assert proc.returncode != 0 and "synchroniz" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_every_optimizer_leaves_the_kernel_choice_to_torch():
+    """conf/optim/*: foreach and fused null, so torch takes its foreach kernels on CUDA by itself."""
+    for optim in ("adam", "adamw", "sgd"):
+        cfg = compose([f"optim={optim}", "output_dir=."])
+        assert cfg.optim.foreach is None and cfg.optim.fused is None, optim
+
+
+@pytest.mark.parametrize("optim", ["adam", "adamw"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_optimizer_steps_with_foreach_kernels_on_cuda(optim, monkeypatch):
+    """The project's optimizer (built as the module builds it) on CUDA parameters never runs torch's
+    per-parameter loop."""
+    import torch.optim.adam as adam
+    from hydra.utils import instantiate
+
+    used: list[str] = []
+    for name in ("_single_tensor_adam", "_multi_tensor_adam", "_fused_adam"):
+        real = getattr(adam, name)
+        monkeypatch.setattr(adam, name, lambda *a, _n=name, _f=real, **k: (used.append(_n), _f(*a, **k))[1])
+    model = torch.nn.LSTM(8, 16, num_layers=2).cuda()
+    opt = instantiate(compose([f"optim={optim}", "output_dir=."]).optim)(model.parameters())
+    model(torch.randn(4, 3, 8, device="cuda"))[0].sum().backward()
+    opt.step()
+    assert used == ["_multi_tensor_adam"]

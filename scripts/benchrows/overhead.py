@@ -1,5 +1,5 @@
 """overhead: the project's Lightning loop (CharRNNModule + Trainer as charrnn-train builds it, no
-validation or checkpoints) vs a bare PyTorch loop on the same batches, and vs the same module with
+validation) vs a bare PyTorch loop on the same batches and device, and vs the same module with
 its __setattr__ override removed. Interleaved rounds, the order rotating each round, medians:
 LSTM-256 32x64 on the corpus, the notebook's RNN-8 on "hello".
 
@@ -12,20 +12,17 @@ import argparse
 import logging
 import statistics
 import tempfile
-import time
 import warnings
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.nn import functional as F
 
-from charrnn.core.windows import IGNORE_INDEX
 from charrnn.lit.module import CharRNNModule
 
-from .common import Row, compose, detach, note
+from .common import Row, compose, note
+from .loops import StepTimes, bare_round, fit, lightning_round
 
 NOTEBOOK_ANCHOR = "bare 435 steps/s, stock Lightning + self.log + clipping 195 steps/s (0.45)"
 # (name, overrides, steps per fit, warmup steps not timed, target Lightning / bare, steps per class swap when alternating)
@@ -35,7 +32,7 @@ SETUPS = (
         ["data=text", "model=lstm", "model.hidden_size=256", "data.batch_size=32", "data.seq_len=64"],
         120,
         10,
-        0.95,
+        0.97,
         2,
     ),
     (
@@ -43,10 +40,12 @@ SETUPS = (
         ["data=hello", "model=rnn", "model.hidden_size=8", "optim.lr=0.01", "trainer.gradient_clip_val=1.0"],
         800,
         100,
-        0.60,
+        0.70,
         5,
     ),
 )
+# --small: the same setups shrunk to a smoke of seconds (the figures then mean little).
+SMALL = {"LSTM-256 32x64": (["model.hidden_size=32", "data.batch_size=4", "data.seq_len=16"], 20, 4)}
 SIDES = ("bare", "Lightning", "no override")
 
 
@@ -63,97 +62,11 @@ class SameOverride(CharRNNModule):
 HAS_OVERRIDE = CharRNNModule.__setattr__ is not L.LightningModule.__setattr__
 
 
-def rate(times: list[float], warmup: int) -> float:
-    """Steps per second after the first `warmup` steps."""
-    return (len(times) - 1 - warmup) / (times[-1] - times[warmup])
-
-
-def bare_round(cfg: Any, dm: Any, steps: int, warmup: int) -> float:
-    """Steps/s of a plain PyTorch loop: the same model, optimizer, schedule, clipping and batches."""
-    model = instantiate(cfg.model, vocab_size=len(dm.vocab)).train()
-    opt = instantiate(cfg.optim)(model.parameters())
-    # The same learning-rate schedule the module steps (the project's default is warmup + cosine).
-    sched = instantiate(cfg.scheduler)(opt, total_steps=steps) if cfg.get("scheduler") else None
-    clip = cfg.trainer.gradient_clip_val
-    times: list[float] = []
-    loader = dm.train_dataloader()  # made once and iterated once per epoch, as Lightning does
-    while len(times) < steps:
-        state = None  # a new epoch starts from a zero state, as the module does
-        for batch in loader:
-            x, y = dm.on_after_batch_transfer(batch, 0)
-            logits, state = model(x, detach(state))
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            times.append(time.perf_counter())
-            if len(times) >= steps:
-                break
-    return rate(times, warmup)
-
-
-class StepTimes(Callback):
-    """When each training step ends, and which module class ran it; with `swap` (a class), the
-    module swaps between CharRNNModule and `swap` every `block` steps once `warmup` steps are done."""
-
-    def __init__(self, warmup: int = 0, block: int = 0, swap: type | None = None) -> None:
-        self.times: list[float] = []
-        self.classes: list[type] = []
-        self.warmup, self.block, self.swap = warmup, block, swap
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, *_: Any) -> None:
-        self.times.append(time.perf_counter())
-        self.classes.append(type(pl_module))
-        done = len(self.times) - self.warmup
-        if self.swap is not None and done >= 0 and done % self.block == 0:
-            pl_module.__class__ = CharRNNModule if type(pl_module) is self.swap else self.swap
-
-
-def fit(cfg: Any, dm: Any, steps: int, logdir: str, module_cls: type, timer: StepTimes) -> None:
-    """The Trainer charrnn-train builds (minus validation and checkpoints) fitting module_cls for `steps` steps."""
-    model = instantiate(cfg.model, vocab_size=len(dm.vocab))
-    module = module_cls(
-        model,
-        dm.vocab,
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler),
-        stateful=dm.batching == "stateful",
-        sample_length=0,
-    )
-    callbacks = [
-        c for c in (instantiate(c) for c in cfg.callbacks.values()) if not isinstance(c, ModelCheckpoint)
-    ]
-    trainer = instantiate(
-        cfg.trainer,
-        max_steps=steps,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=instantiate(cfg.logger.tensorboard, save_dir=logdir),
-        callbacks=[*callbacks, timer],
-    )
-    trainer.fit(module, datamodule=dm)
-
-
-def lightning_round(cfg: Any, dm: Any, steps: int, warmup: int, logdir: str, module_cls: type) -> float:
-    """Steps/s of one fit of module_cls."""
-    timer = StepTimes()
-    fit(cfg, dm, steps, logdir, module_cls, timer)
-    return rate(timer.times, warmup)
-
-
 def alternating_round(cfg: Any, dm: Any, setup: tuple, logdir: str, other: type) -> float:
     """Median step time as `other` / as CharRNNModule, in one fit whose module swaps between the two
     classes every few steps: load changes longer than that hit both alike, and medians drop preemptions."""
     _, _, steps, warmup, _, block = setup
-    timer = StepTimes(warmup, block, other)
+    timer = StepTimes(warmup, steps, block, other, sync_all=True)  # per-step times: on CUDA each waits
     fit(cfg, dm, steps, logdir, CharRNNModule, timer)
     # Step k took times[k] - times[k - 1] and ran as classes[k] (the first `warmup` steps are not counted).
     spent: dict[type, list[float]] = {CharRNNModule: [], other: []}
@@ -194,13 +107,19 @@ def setup_rows(setup: tuple, found: dict[str, list[float]], chars: int) -> list[
     separate = [w / wo for w, wo in zip(found["Lightning"], found["no override"])]
     ok = "ok" if lt / b >= target else "MISSED"
     anchor = f"; anchor: {NOTEBOOK_ANCHOR}" if target < 0.9 else ""
+    paired = spread([lt / b for lt, b in zip(found["Lightning"], found["bare"])])
     what = (
         "> 1: the override makes training faster"
         if HAS_OVERRIDE
         else "CharRNNModule has no __setattr__ override: both sides run the same code"
     )
     return [
-        ("overhead", f"{name}: Lightning / bare", f"{lt / b:.2f}", f"target >= {target:.2f} {ok}"),
+        (
+            "overhead",
+            f"{name}: Lightning / bare",
+            f"{lt / b:.2f}",
+            f"target >= {target:.2f} {ok}; per round (min to max): {paired}",
+        ),
         (
             "overhead",
             f"{name}: chars/s (steps/s)",
@@ -225,11 +144,15 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for setup in SETUPS:
+            if args.small:
+                extra, steps, warmup = SMALL.get(setup[0], ([], 40, 10))
+                setup = (setup[0] + " (--small)", setup[1] + extra, steps, warmup, *setup[4:])
             overrides = setup[1] + ([f"data.path={args.corpus}"] if "data=text" in setup[1] else [])
+            # On CUDA: one GPU in float32, fused Adam on both sides (Lightning clips with it outside AMP).
+            overrides += ["trainer=gpu", "optim.fused=true"] if args.device == "cuda" else []
             cfg = compose([*overrides, f"output_dir={tmp}"])
-            torch.use_deterministic_algorithms(
-                bool(cfg.trainer.deterministic)
-            )  # what the Trainer sets, for every side
+            # What the Trainer sets, for every side.
+            torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
             dm = instantiate(cfg.data)
             dm.setup("fit")
             found = measure(setup[0], cfg, dm, setup, args.rounds, tmp)

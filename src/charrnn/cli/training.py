@@ -26,6 +26,7 @@ from charrnn.cli.record import RunRecord, corpus_info, write_json
 from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.module import CharRNNModule
+from charrnn.lit.profiler import QuietProfiler
 from charrnn.lit.stop import StopOnSignal
 
 HPARAM_METRICS = ("val/bpc", "val/bpc_best")
@@ -128,6 +129,27 @@ def tensorboard_purge(logger_cfg: DictConfig, checkpoint: dict[str, Any] | None)
     return {"purge_step": int(checkpoint["global_step"])}  # step g-1 holds what step g logged: later ones go
 
 
+def make_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any], **overrides: Any) -> L.Trainer:
+    """``cfg.trainer`` with the run's loggers and callbacks, the atomic checkpoint writer and the quiet
+    profiler (unless the config names a profiler); ``overrides`` go to the Trainer too (the bench's)."""
+    # In a SLURM job, requeueing is submitit's (SIGUSR2, see lit/stop.py), never Lightning's own (SIGUSR1).
+    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": QuietProfiler()}
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[SafeCheckpointIO(), *slurm],
+        **quiet,
+        **overrides,
+    )
+
+
+def run_callbacks(cfg: DictConfig, stopper: StopOnSignal) -> list[Any]:
+    """The config's callbacks and the signal stopper, as a run trains with them."""
+    return [*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), stopper]
+
+
 def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: CharRNNModule) -> float:
     """Trainer; fit; test the best checkpoint; write metrics.json and print the summary."""
     out, record, checkpoint = Path(cfg.output_dir), ctx.record, ctx.checkpoint
@@ -136,13 +158,7 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
         if cfg.get("logger")
         else []
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    callbacks.append(ctx.stopper)
-    # In a SLURM job, requeueing is submitit's (SIGUSR2, see lit/stop.py), never Lightning's own (SIGUSR1).
-    slurm = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[SafeCheckpointIO(), *slurm]
-    )
+    trainer = make_trainer(cfg, loggers, run_callbacks(cfg, ctx.stopper))
     log_hparams(trainer, cfg)
 
     fit_started = time.time()
