@@ -156,6 +156,22 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     )
 
 
+def test_a_signal_while_hydra_builds_a_callback_stops_the_sweep_not_fails_the_job(tmp_path, corpus):
+    """Hydra wraps what a constructor raises (InstantiationException): a stop raised there by the signal
+    handler is still a stop. The sweep ends with 143 at its first job, which is recorded ``stopped``; a
+    stop taken for a failed job would let the sweep go on and ignore the SIGTERM."""
+    args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1,2", "hydra.sweep.dir=sweep"]
+    kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=init"]
+    proc = run_cli([*args, *kill, f"+callbacks.kill.signum={int(signal.SIGTERM)}"], cwd=tmp_path, env=HELPERS)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "stopped by SIGTERM before training started" in lines[-1] and "Traceback" not in proc.stderr
+    (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]  # job 1 never started
+    assert (
+        json.loads((job / "run.json").read_text())["status"] == "stopped" and not (job / "error.txt").exists()
+    )
+
+
 def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
     """With a writer at the other end, a FIFO is a corpus like any file (read once, to its end)."""
     import hashlib
