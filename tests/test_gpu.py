@@ -187,7 +187,7 @@ def test_training_steps_do_no_host_sync(tmp_path, trainer):
 def test_the_sync_guard_fails_a_run_that_syncs(tmp_path):
     """The guard of test_training_steps_do_no_host_sync is live: one .item() in its window fails the run."""
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    write_corpus(tmp_path)
     guard = ["+callbacks.sync_guard._target_=sync_guard.SyncGuard", "+callbacks.sync_guard.first=3"]
     probe = ["+callbacks.sync_probe._target_=sync_guard.SyncProbe", "+callbacks.sync_probe.at=5"]
     args = ["data=text", "data.path=tiny.txt", *TINY_RUN, "trainer=gpu", "trainer.log_every_n_steps=20"]
@@ -198,7 +198,7 @@ def test_the_sync_guard_fails_a_run_that_syncs(tmp_path):
 def test_every_optimizer_leaves_the_kernel_choice_to_torch():
     """conf/optim/*: foreach and fused null, so torch takes its foreach kernels on CUDA by itself."""
     for optim in ("adam", "adamw", "sgd"):
-        cfg = compose([f"optim={optim}", "output_dir=."])
+        cfg = compose_config([f"optim={optim}"])
         assert cfg.optim.foreach is None and cfg.optim.fused is None, optim
 
 
@@ -216,7 +216,7 @@ def test_the_optimizer_steps_with_foreach_kernels_on_cuda(optim, monkeypatch):
         real = getattr(adam, name)
         monkeypatch.setattr(adam, name, lambda *a, _n=name, _f=real, **k: (used.append(_n), _f(*a, **k))[1])
     model = torch.nn.LSTM(8, 16, num_layers=2).cuda()
-    opt = instantiate(compose([f"optim={optim}", "output_dir=."]).optim)(model.parameters())
+    opt = instantiate(compose_config([f"optim={optim}"]).optim)(model.parameters())
     model(torch.randn(4, 3, 8, device="cuda"))[0].sum().backward()
     opt.step()
     assert used == ["_multi_tensor_adam"]

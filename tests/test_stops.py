@@ -149,6 +149,55 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     )
 
 
+def test_a_signal_while_hydra_builds_a_callback_stops_the_sweep_not_fails_the_job(tmp_path, corpus):
+    """Hydra wraps what a constructor raises (InstantiationException): a stop raised there by the signal
+    handler is still a stop. The sweep ends with 143 at its first job, which is recorded ``stopped``; a
+    stop taken for a failed job would let the sweep go on and ignore the SIGTERM."""
+    args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1,2", "hydra.sweep.dir=sweep"]
+    kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=init"]
+    proc = run_cli([*args, *kill, f"+callbacks.kill.signum={int(signal.SIGTERM)}"], cwd=tmp_path, env=HELPERS)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "stopped by SIGTERM before training started" in lines[-1] and "Traceback" not in proc.stderr
+    (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]  # job 1 never started
+    assert (
+        json.loads((job / "run.json").read_text())["status"] == "stopped" and not (job / "error.txt").exists()
+    )
+
+
+def test_a_signal_as_a_sweep_job_ends_done_still_ends_the_sweep(tmp_path, corpus):
+    """SIGTERM in the last step of a run with no test split: the run ends done (recorded), and the sweep
+    exits 143 at that job instead of going on to the next one as if no signal had come."""
+    args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "data.split=[0.8,0.2,0]", "seed=1,2"]
+    kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
+    kill += ["+callbacks.kill.step=19", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
+    proc = run_cli([*args, *kill, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=HELPERS)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
+    (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]  # job 1 never started
+    assert json.loads((job / "run.json").read_text())["status"] == "done"
+
+
+def test_a_signal_in_the_step_a_trial_is_pruned_at_still_ends_the_search(tmp_path, corpus):
+    """The stop waits for the step's validation; the pruner stops the trial there (pruned, recorded).
+    The search must still end at that trial (143), not go on ignoring the SIGTERM."""
+    pytest.importorskip("optuna")
+    args = ["-m", "hparams_search=optuna", "data=text", f"data.path={corpus}", *TINY_RUN]
+    args += ["trainer.val_check_interval=3", "trainer.log_every_n_steps=3", "hydra.sweeper.n_trials=2"]
+    args += [f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}", "hydra.sweep.dir=sweep"]
+    # Successive halving that prunes every trial at its first rung (step 3): fewer than 100 reached it.
+    args += ["hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=3"]
+    args += ["hydra.sweeper.pruner.bootstrap_count=100"]
+    kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
+    kill += ["+callbacks.kill.step=2", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
+    proc = run_cli([*args, *kill], cwd=tmp_path, env=HELPERS)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
+    assert [p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()] == ["0"]
+    record = json.loads((tmp_path / "sweep" / "0" / "run.json").read_text())
+    assert record["status"] == "pruned" and record["global_step"] == 3
+
+
 def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
     """With a writer at the other end, a FIFO is a corpus like any file (read once, to its end)."""
     import hashlib

@@ -5,6 +5,8 @@ test asks, and still travels through the kernel to the real handler. Used as a c
 a real ``charrnn-train`` process (``PYTHONPATH=tests/helpers``)::
 
     +callbacks.kill._target_=signal_at.SignalAt +callbacks.kill.hook=test_batch +callbacks.kill.signum=15
+
+``hook=init`` sends it while Hydra builds the callback (before training, inside ``instantiate``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 class SignalAt(Callback):
     def __init__(self, hook: str, signum: int, step: int = 0) -> None:
         self.hook, self.signum, self.step, self.sent = hook, int(signum), int(step), False
+        self._maybe("init", 0)
 
     def _maybe(self, hook: str, step: int) -> None:
         if hook == self.hook and step >= self.step and not self.sent:

@@ -13,6 +13,7 @@ composes the config first, so ``--help`` and a config error answer without them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -158,6 +159,16 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
             raise
 
 
+def exit_after_ending(signum: int, out: Any) -> None:
+    """SIGTERM or SIGINT that came as the run ended (the step a trial was pruned at, a run with no test
+    split): the run stays recorded as it ended, and the process (a whole sweep too) stops, 128 + N."""
+    record = Path(str(out)) / "run.json"
+    status = json.loads(record.read_text()).get("status") if record.is_file() else "unrecorded"
+    name = signal.Signals(signum).name
+    print(f"{PROG}: {name} came as the run ended; it ended {status} ({record}); stopping", file=sys.stderr)
+    sys.exit(128 + int(signum))
+
+
 @hydra.main(version_base="1.3", config_path="pkg://charrnn.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """One run (or one sweep job): user mistakes end in one sentence on stderr and exit code 2.
@@ -173,7 +184,10 @@ def main(cfg: DictConfig) -> float:
     multirun = job.in_sweep
     try:
         with StopOnSignal().handling() as stopper:  # outermost: a signal at any moment ends the run honestly
-            return run(cfg, job, stopper)
+            result = run(cfg, job, stopper)
+        if stopper.received in (signal.SIGTERM, signal.SIGINT):  # SIGUSR2 (SLURM's warning): done is done
+            exit_after_ending(stopper.received, out)
+        return result
     except Stopped as e:
         if e.signal_name == "SIGUSR2" and callable(signal.getsignal(signal.SIGUSR2)):
             hand_to_submitit(e, out, job)
