@@ -58,7 +58,8 @@ def metrics(run: Path) -> dict:
 
 
 def as_if_killed(run: Path, ckpt: Path, copy: Path) -> None:
-    """A copy of ``run`` as a kill right after ``ckpt`` leaves it: that checkpoint as last.ckpt, unfinished."""
+    """A copy of ``run`` as a kill right after ``ckpt`` leaves it: that checkpoint as last.ckpt,
+    unfinished."""
     shutil.copytree(run, copy)
     (copy / "metrics.json").unlink()
     record = json.loads((copy / "run.json").read_text())

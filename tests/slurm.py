@@ -1,4 +1,5 @@
-"""A real one-node SLURM with accounting for the tests (scripts/slurm/localhost.sh), shared by the test modules
+"""A real one-node SLURM with accounting for the tests (scripts/slurm/localhost.sh), shared by the test
+modules
 that import :func:`slurm_cluster`: the cluster SLURM_CONF points to if it answers, else one started here (as
 root on Debian, with slurm installed) and stopped when the last module using it is done; else a skip saying
 how to get one.
@@ -18,7 +19,10 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "localhost.sh"
 DEFAULT_CONF = "/tmp/charrnn-slurm/etc/slurm.conf"  # where `localhost.sh up` without a STATE_DIR puts it
-HOW = f"sudo scripts/slurm/localhost.sh install && sudo scripts/slurm/localhost.sh up, then export SLURM_CONF={DEFAULT_CONF}"
+HOW = (
+    "sudo scripts/slurm/localhost.sh install && sudo scripts/slurm/localhost.sh up, "
+    f"then export SLURM_CONF={DEFAULT_CONF}"
+)
 PARTITION = "debug"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
 

@@ -169,8 +169,8 @@ def test_damaged_overrides_and_metrics_of_the_wrong_types_are_one_line_each(
     assert len(lines) == 3 and all(line.startswith("charrnn-report: warning: job ") for line in lines), err
     assert ".hydra/overrides.yaml is damaged" in lines[0] and ".hydra/overrides.yaml is damaged" in lines[1]
     assert (
-        "metrics.json holds values of the wrong type (best_val_bpc, epochs, global_step, final, best_checkpoint)"
-        in lines[2]
+        "metrics.json holds values of the wrong type (best_val_bpc, epochs, global_step, final, "
+        "best_checkpoint)" in lines[2]
     )
     with open(copy / "report.csv", newline="") as f:
         table = {r["job"]: r for r in csv.DictReader(f)}

@@ -1,4 +1,5 @@
-"""charrnn-train -m resume=<sweep dir>: a killed sweep continues to the same result as an uninterrupted one."""
+"""charrnn-train -m resume=<sweep dir>: a killed sweep continues to the same result as an uninterrupted
+one."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
         json.loads((j / "run.json").read_text())["status"] if (j / "run.json").is_file() else None
         for j in jobs(sweep)
     ]
-    # Done jobs, one mid-run; job 3 never started (basic: no dir; parallel: the other slot's job may be anywhere).
+    # Done jobs, one mid-run; job 3 never started (basic: no dir; parallel: the other slot's job may be
+    # anywhere).
     assert statuses[:2] == ["done", "done"] or launcher == "parallel", statuses
     assert statuses[2] == "running" and len(statuses) <= 4, statuses
     resumed = train(["-m", f"resume={sweep}"], tmp_path, corpus)

@@ -45,7 +45,8 @@ def last_line(text: str) -> str:
 def interleaved(
     steps: dict[str, Callable[[], None]], rounds: int = 3, min_seconds: float = 1.0, warmup: int = 2
 ) -> dict[str, float]:
-    """Median seconds per call of each step, timed in alternating rounds (a, b, a, b, ...) so load changes hit all alike."""
+    """Median seconds per call of each step, timed in alternating rounds (a, b, a, b, ...) so load changes hit
+    all alike."""
     for step in steps.values():
         for _ in range(warmup):
             step()

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             (
                 "flops",
                 f"LSTM-{hidden} {BATCH}x{SEQ} train step, % of peak",
-                f"CharRNN {ours / peak:.0%} ({ours / 1e9:.1f} GFLOP/s), bare nn.LSTM {bare / peak:.0%} ({bare / 1e9:.1f})",
+                f"CharRNN {ours / peak:.0%} ({ours / 1e9:.1f} GFLOP/s), bare nn.LSTM {bare / peak:.0%} "
+                f"({bare / 1e9:.1f})",
                 f"{verdict}; {per_char / 1e6:.2f} MFLOP/char, V={vocab_size}",
             )
         )

@@ -33,7 +33,8 @@ def train(model: Any, dm: Any, steps: int) -> None:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One measurement in this fresh process (--child memory:KIND): prints {"maxrss_kb": ...} as the last line."""
+    """One measurement in this fresh process (--child memory:KIND): prints {"maxrss_kb": ...} as the last
+    line."""
     import resource
 
     import torch
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         (
             "memory",
             f"peak RSS, LSTM-512 64x128, {args.memory_steps} steps",
-            f"{trained:,.0f} MiB (imports + data + model: {base:,.0f} MiB; training adds {trained - base:,.0f})",
+            f"{trained:,.0f} MiB (imports + data + model: {base:,.0f} MiB; training adds "
+            f"{trained - base:,.0f})",
             "ru_maxrss, one fresh process each",
         ),
         (

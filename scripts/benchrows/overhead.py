@@ -25,7 +25,8 @@ from .common import Row, compose, note
 from .loops import StepTimes, bare_round, fit, lightning_round
 
 NOTEBOOK_ANCHOR = "bare 435 steps/s, stock Lightning + self.log + clipping 195 steps/s (0.45)"
-# (name, overrides, steps per fit, warmup steps not timed, target Lightning / bare, steps per class swap when alternating)
+# (name, overrides, steps per fit, warmup steps not timed, target Lightning / bare, steps per class swap when
+# alternating)
 SETUPS = (
     (
         "LSTM-256 32x64",
@@ -92,7 +93,8 @@ def measure(name: str, cfg: Any, dm: Any, setup: tuple, rounds: int, logdir: str
         note(
             f"overhead: {name} round {r + 1}/{rounds}: steps/s "
             + ", ".join(f"{s} {found[s][-1]:,.1f}" for s in SIDES)
-            + f"; with/without override {found['alternating'][-1]:.3f}, A/A control {found['control'][-1]:.3f}"
+            + f"; with/without override {found['alternating'][-1]:.3f}"
+            + f", A/A control {found['control'][-1]:.3f}"
         )
     return found
 
@@ -130,8 +132,10 @@ def setup_rows(setup: tuple, found: dict[str, list[float]], chars: int) -> list[
         (
             "overhead",
             f"{name}: __setattr__ override, speed with / without",
-            f"{spread(found['alternating'])}; A/A control {spread(found['control'])}; separate fits {spread(separate)}",
-            f"{what}; median (min to max) over rounds of: one fit swapping the module's class every {block} steps, "
+            f"{spread(found['alternating'])}; A/A control {spread(found['control'])}; separate fits "
+            f"{spread(separate)}",
+            f"{what}; median (min to max) over rounds of: one fit swapping the module's class every {block} "
+            "steps, "
             f"median step time of each; the control swaps to an identical class",
         ),
     ]

@@ -68,7 +68,10 @@ def curve_rows(curve: list[tuple[float, float]], seconds: int) -> list[Row]:
 
     at_30 = " (last by 30 s)" if t30 <= 30 else " (none by 30 s; the first)"
     end_verdict = mark(l_end <= TARGET_END) if seconds == 240 else f"(budget here {seconds} s)"
-    anchors = f"anchors: nanoGPT CPU {NANOGPT_CPU[0]} @ ~{NANOGPT_CPU[1]} s, bare LSTM-256 {BARE_LSTM[0]} @ {BARE_LSTM[1]} s"
+    anchors = (
+        f"anchors: nanoGPT CPU {NANOGPT_CPU[0]} @ ~{NANOGPT_CPU[1]} s, "
+        f"bare LSTM-256 {BARE_LSTM[0]} @ {BARE_LSTM[1]} s"
+    )
     return [
         (
             "quality",
@@ -80,7 +83,8 @@ def curve_rows(curve: list[tuple[float, float]], seconds: int) -> list[Row]:
             "quality",
             f"val loss @ {t_end:.0f} s (end)",
             f"{l_end:.3f} nats = {l_end / math.log(2):.3f} bpc",
-            f"target <= {TARGET_END} (<= {TARGET_END / math.log(2):.2f} bpc) at 240 s {end_verdict}; {anchors}",
+            f"target <= {TARGET_END} (<= {TARGET_END / math.log(2):.2f} bpc) at 240 s {end_verdict}; "
+            f"{anchors}",
         ),
         (
             "quality",

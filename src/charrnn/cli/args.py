@@ -1,4 +1,5 @@
-"""The small ``PATH key=value ...`` parser and error handling that ``charrnn-sample`` and ``charrnn-eval`` share.
+"""The small ``PATH key=value ...`` parser and error handling that ``charrnn-sample`` and ``charrnn-eval``
+share.
 
 The arguments are plain strings checked before torch is imported, so a typo fails at once.
 """
@@ -39,7 +40,8 @@ def parse_kv(
         raise UserError(f"missing the run directory or .ckpt file; {usage.splitlines()[0]}")
     if len(positional) > 1:
         raise UserError(
-            f"expected one run directory or .ckpt file and key=value pairs, got {len(positional)} plain arguments: {', '.join(map(repr, positional))}"
+            f"expected one run directory or .ckpt file and key=value pairs, got {len(positional)} plain "
+            f"arguments: {', '.join(map(repr, positional))}"
         )
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -112,7 +114,8 @@ def check_device(device: str) -> None:
 def run_cli(
     prog: str, usage: str, body: Callable[[list[str]], int], argv: Sequence[str] | None = None
 ) -> int:
-    """``--help`` prints ``usage``; a UserError becomes one line on stderr and exit 2; Ctrl-C and closed pipes end quietly."""
+    """``--help`` prints ``usage``; a UserError becomes one line on stderr and exit 2; Ctrl-C and closed pipes
+    end quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(usage, end="")

@@ -16,7 +16,8 @@ from charrnn.core.errors import UserError, checked
 
 
 def check_run(cfg: DictConfig, job: Job) -> None:
-    """Raise :class:`UserError` for the first rule ``cfg`` breaks (devices first: the root cause of any other device complaint)."""
+    """Raise :class:`UserError` for the first rule ``cfg`` breaks (devices first: the root cause of any other
+    device complaint)."""
     check_devices(cfg.trainer)
     check_sweep_job(cfg, job)
     check_trainer(cfg.trainer)
@@ -31,7 +32,8 @@ def check_devices(trainer_cfg: DictConfig) -> None:
         wanted = max(request.count, 1)
         if available < wanted:
             raise UserError(
-                f"trainer.accelerator={request.accelerator} asks for {wanted} CUDA GPU(s) but this machine has {available}; "
+                f"trainer.accelerator={request.accelerator} asks for {wanted} CUDA GPU(s) but this machine "
+                f"has {available}; "
                 f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
             )
 
@@ -50,8 +52,10 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
         check_slurm_ranks(devices, num_nodes, job)
     elif job.in_sweep and processes > 1:
         raise SweepRefused(
-            f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning would re-run the "
-            f"whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with hydra/launcher=slurm "
+            f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning "
+            "would re-run the "
+            "whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with "
+            "hydra/launcher=slurm "
             f"(one SLURM task per device)"
         )
     if (
@@ -60,8 +64,10 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
         and cfg.trainer.get("use_distributed_sampler", True)
     ):
         raise UserError(
-            "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and trainer=ddp_cpu set it): "
-            "Lightning's sampler would deal each stream's windows to different ranks and break the carried hidden state"
+            "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and "
+            "trainer=ddp_cpu set it): "
+            "Lightning's sampler would deal each stream's windows to different ranks and break the carried "
+            "hidden state"
         )
 
 
@@ -87,7 +93,8 @@ def _limit(trainer: DictConfig, key: str) -> int | None:
 
 
 def check_trainer(trainer: DictConfig) -> None:
-    """Lightning's own arguments: an end to training, and numbers Lightning would take without a word or fail on later."""
+    """Lightning's own arguments: an end to training, and numbers Lightning would take without a word or fail
+    on later."""
     max_steps, max_epochs = _limit(trainer, "max_steps"), _limit(trainer, "max_epochs")
     if max_steps is None and max_epochs is None and not trainer.get("max_time"):
         raise UserError("training has no end: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
@@ -113,5 +120,6 @@ def check_monitors(callbacks: DictConfig) -> None:
         monitor = node.get("monitor") if hasattr(node, "get") else None
         if monitor is not None and str(monitor) not in MONITORABLE:
             raise UserError(
-                f"callbacks.{name}.monitor={monitor!r} is not a metric charrnn logs; set it to one of: {', '.join(MONITORABLE)}"
+                f"callbacks.{name}.monitor={monitor!r} is not a metric charrnn logs; set it to one of: "
+                f"{', '.join(MONITORABLE)}"
             )

@@ -1,6 +1,7 @@
 """``charrnn-eval``: loss, bits per char, perplexity and accuracy of a trained run.
 
-    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+    charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N]
+    [device=cpu]
                  [allow_corpus_change=true] [--json]
 
 A split is rebuilt from the run's saved Hydra config (the same corpus, vocabulary and cut as in
@@ -23,7 +24,8 @@ from charrnn.cli.args import as_bool, as_int, as_str, check_device, check_path, 
 from charrnn.core.errors import UserError
 
 USAGE = """\
-usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N] [device=cpu]
+usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N]
+[device=cpu]
                     [allow_corpus_change=true] [--json]
 
 Score a trained charrnn run on a split of its corpus or on any text file: loss (nats/char),
@@ -68,21 +70,24 @@ def check_corpus_unchanged(run: Any, text: str, split: str, allowed: bool) -> No
     now = corpus_info("", None, text)["sha256"]
     if before and before != now and not allowed:
         raise UserError(
-            f"the run's corpus changed since it trained (sha256 {before[:12]}... in run.json, {now[:12]}... now), "
+            f"the run's corpus changed since it trained (sha256 {before[:12]}... in run.json, {now[:12]}... "
+            "now), "
             f"so split={split} is not the split it was trained and scored on; pass allow_corpus_change=true "
             f"to score the changed text anyway, or path=FILE to score any other text"
         )
 
 
 def run_text(run: Any) -> str:
-    """The text of the corpus the run's saved config names (a relative ``data.path``: from where it trained)."""
+    """The text of the corpus the run's saved config names (a relative ``data.path``: from where it
+    trained)."""
     from omegaconf import OmegaConf
 
     from charrnn.core.corpora import load_corpus
 
     if run.config is None:
         raise UserError(
-            f"{str(run.checkpoint_path)!r} is not inside a run directory with .hydra/config.yaml, so its splits are unknown; "
+            f"{str(run.checkpoint_path)!r} is not inside a run directory with .hydra/config.yaml, so its "
+            "splits are unknown; "
             f"pass path=FILE to score a text file"
         )
     data = run.config.get("data") or {}
@@ -108,7 +113,8 @@ def run_text(run: Any) -> str:
 
 def run_splits(run: Any, split: str, allow_change: bool = False) -> tuple[dict[str, Any], bool]:
     """The run's train/val/test splits rebuilt from its saved config by the code training made them with
-    (:func:`charrnn.core.windows.corpus_splits`), with ``standard_val``; and whether training left that out."""
+    (:func:`charrnn.core.windows.corpus_splits`), with ``standard_val``; and whether training left that
+    out."""
     from charrnn.core.scoring import standard_val, standard_val_held_out
     from charrnn.core.windows import corpus_splits, split_fractions
 
@@ -127,7 +133,8 @@ def run_splits(run: Any, split: str, allow_change: bool = False) -> tuple[dict[s
         )
         raise UserError(
             f"the corpus the run's config names now has a different vocabulary than the checkpoint "
-            f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: {''.join(missing)[:20]!r}), "
+            f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: "
+            f"{''.join(missing)[:20]!r}), "
             f"so its splits are not the ones the model was trained on; pass path=FILE to score a text file"
         )
     # The corpus's last 10 %, whatever the run's own cut; "hello" (not cut) trains on all of it.
@@ -151,7 +158,8 @@ def print_table(record: dict[str, Any]) -> None:
             "held out" if record["standard_val_held_out"] else "NOT held out: the run trained on part of it"
         )
         print(
-            f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} bpc "
+            f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} "
+            "bpc "
             f"(the corpus's last 10 %, as nanoGPT; {held_out})"
         )
 

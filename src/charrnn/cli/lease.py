@@ -45,7 +45,8 @@ POLL_SECONDS = 0.5
 
 @dataclass
 class Lease:
-    """The slot a job holds; ``record`` (the run's :class:`RunRecord`) gets it in ``run.json``'s ``device``."""
+    """The slot a job holds; ``record`` (the run's :class:`RunRecord`) gets it in ``run.json``'s
+    ``device``."""
 
     index: int
     slot: int
@@ -87,14 +88,16 @@ def lease_settings(cfg: DictConfig) -> tuple[list[int] | None, int, Path]:
     if pool is not None:
         if not OmegaConf.is_list(pool) or len(pool) == 0:
             raise UserError(
-                f"device_lease.pool must be a list of device indices such as [0,1], got {pool!r}; write 'device_lease.pool=[0,1]' or null for every GPU"
+                f"device_lease.pool must be a list of device indices such as [0,1], got {pool!r}; write "
+                "'device_lease.pool=[0,1]' or null for every GPU"
             )
         pool = [
             checked(f"device_lease.pool[{k}]", value, integer=True, low=0) for k, value in enumerate(pool)
         ]
         if len(set(pool)) != len(pool):
             raise UserError(
-                f"device_lease.pool lists a device twice ({pool}); list each device once and set device_lease.jobs_per_gpu for more jobs per device"
+                f"device_lease.pool lists a device twice ({pool}); list each device once and set "
+                "device_lease.jobs_per_gpu for more jobs per device"
             )
     jobs_per_gpu = checked("device_lease.jobs_per_gpu", settings.get("jobs_per_gpu", 1), integer=True, low=1)
     lock_dir = settings.get("lock_dir") or f"/tmp/charrnn-device-leases-{os.getuid()}"
@@ -109,7 +112,8 @@ def lock_name(index: int, slot: int) -> str:
 
 
 def try_slots(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -> tuple[Any, Lease] | None:
-    """Lock the first free slot (slot-major: spread before packing); its open file and lease, or None if all are taken."""
+    """Lock the first free slot (slot-major: spread before packing); its open file and lease, or None if all
+    are taken."""
     for slot in range(jobs_per_gpu):
         for index in pool:
             path = lock_dir / lock_name(index, slot)
@@ -128,7 +132,8 @@ def try_slots(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -
 
 @contextlib.contextmanager
 def hold_slot(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -> Iterator[Lease]:
-    """Wait for a free slot of ``pool``, hold it for the ``with`` block, then record the release and unlock."""
+    """Wait for a free slot of ``pool``, hold it for the ``with`` block, then record the release and
+    unlock."""
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
         taken = try_slots(pool, jobs_per_gpu, lock_dir, holder)
@@ -141,7 +146,8 @@ def hold_slot(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -
         raise error from None
     if taken is None:
         print(
-            f"charrnn-train: note: all {len(pool) * jobs_per_gpu} device slots (device_lease.pool={pool}, jobs_per_gpu={jobs_per_gpu}) "
+            f"charrnn-train: note: all {len(pool) * jobs_per_gpu} device slots (device_lease.pool={pool}, "
+            f"jobs_per_gpu={jobs_per_gpu}) "
             f"are leased by other jobs; waiting for one (lock files in {lock_dir})",
             file=sys.stderr,
             flush=True,
@@ -174,7 +180,8 @@ def lease_device(cfg: DictConfig, job: Job) -> Iterator[Lease | None]:
     pool = list(range(visible)) if pool is None else pool
     if gpu and any(index >= visible for index in pool):
         raise UserError(
-            f"device_lease.pool={pool} names a GPU this machine does not have (it has {visible}: 0 to {visible - 1}); list only those"
+            f"device_lease.pool={pool} names a GPU this machine does not have (it has {visible}: 0 to "
+            f"{visible - 1}); list only those"
         )
     with hold_slot(
         pool, jobs_per_gpu, lock_dir, f"pid {os.getpid()} on {os.uname().nodename}: {cfg.output_dir}"

@@ -29,7 +29,8 @@ __all__ = ["STATUS_ORDER", "UNFINISHED", "Job", "find_jobs", "main", "read_job",
 def write_reports(
     sweep: Path, header: list[str], table: list[list[str]], keys: list[str], jobs: list[Job]
 ) -> None:
-    """report.md, report.csv and report.png in the sweep dir; a dir that cannot be written is one sentence, exit 2."""
+    """report.md, report.csv and report.png in the sweep dir; a dir that cannot be written is one sentence,
+    exit 2."""
     target = sweep / "report.md"
     try:
         write_markdown(target, sweep, header, table, jobs)
@@ -58,7 +59,8 @@ def report(sweep: Path) -> list[Job]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="charrnn-report",
-        description="Summarise a charrnn-train sweep (-m) directory: table, report.md, report.csv, report.png.",
+        description="Summarise a charrnn-train sweep (-m) directory: table, report.md, report.csv, "
+        "report.png.",
     )
     parser.add_argument(
         "sweep_dir", help="a multirun directory, e.g. outputs/multirun/2026-11-25/13-45-20_35bb23"
@@ -67,13 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     sweep = Path(args.sweep_dir).expanduser()
     if not sweep.is_dir():
         print(
-            f"charrnn-report: error: {str(sweep)!r} is not a directory; pass a sweep directory such as outputs/multirun/<date>/<time>_<id>",
+            f"charrnn-report: error: {str(sweep)!r} is not a directory; pass a sweep directory such as "
+            "outputs/multirun/<date>/<time>_<id>",
             file=sys.stderr,
         )
         sys.exit(2)
     if not any((p / ".hydra" / "overrides.yaml").is_file() for p in sweep.iterdir()):
         print(
-            f"charrnn-report: error: {str(sweep)!r} holds no sweep jobs (subdirectories with .hydra/overrides.yaml); pass the directory that charrnn-train -m made",
+            f"charrnn-report: error: {str(sweep)!r} holds no sweep jobs (subdirectories with "
+            ".hydra/overrides.yaml); pass the directory that charrnn-train -m made",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -91,7 +91,8 @@ def log_error(job_dir: Path) -> str:
 
 
 def submitit_log(path: Path) -> str:
-    """A submitit job's log, ``<sweep>/.submitit/<id>/<id>_0_log.err`` (the id from ``.hydra/hydra.yaml``), or ""."""
+    """A submitit job's log, ``<sweep>/.submitit/<id>/<id>_0_log.err`` (the id from ``.hydra/hydra.yaml``), or
+    ""."""
     try:
         job_id = str(yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"])
     except (OSError, KeyError, TypeError, yaml.YAMLError):
@@ -114,7 +115,8 @@ def read_unfinished(job: Job, run: dict[str, Any]) -> None:
     elif run.get("status") == "stopped":
         job.status, job.error = (
             "stopped",
-            f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; continue with: {resume_command(path)}",
+            f"stopped by {run.get('stopped_by', 'a signal')} at step {run.get('global_step', '?')}; "
+            f"continue with: {resume_command(path)}",
         )
     job.error = re.sub(r"^charrnn-train: (error|failed|cancelled): ", "", job.error)
     if job.status == "cancelled" and run.get("status") == "stopped":  # it caught SLURM's SIGTERM
@@ -146,14 +148,16 @@ def whole(value: Any) -> int | None:
 
 
 def read_overrides(job: Job) -> None:
-    """The job's ``key=value`` overrides from ``.hydra/overrides.yaml``; a damaged file gets a note instead."""
+    """The job's ``key=value`` overrides from ``.hydra/overrides.yaml``; a damaged file gets a note
+    instead."""
     try:
         raw = yaml.safe_load((job.path / ".hydra" / "overrides.yaml").read_text()) or []
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raw = f"unreadable ({type(e).__name__})"
     if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
         job.notes.append(
-            ".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not shown"
+            ".hydra/overrides.yaml is damaged (not a list of key=value lines), so its swept values are not "
+            "shown"
         )
         return
     # Not params: the Optuna trial's channel to its study; a whole-sweep resume's keys (on jobs it started).
@@ -197,7 +201,8 @@ def read_metrics(job: Job, metrics: dict[str, Any]) -> None:
 
 
 def read_done_without_metrics(job: Job, run: dict[str, Any]) -> None:
-    """A job whose run.json says done but whose metrics.json is damaged: run.json's and TensorBoard's figures."""
+    """A job whose run.json says done but whose metrics.json is damaged: run.json's and TensorBoard's
+    figures."""
     job.status = "done"
     job.best, job.steps, job.wall = (
         number(run.get("best_val_bpc")),

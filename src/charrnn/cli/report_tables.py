@@ -10,7 +10,8 @@ from charrnn.cli.report_jobs import STATUS_ORDER, UNFINISHED, Job
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
-    """The override keys whose values differ between jobs (all keys for a one-job sweep), in first-seen order."""
+    """The override keys whose values differ between jobs (all keys for a one-job sweep), in first-seen
+    order."""
     keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
     varying = [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
     return varying or ([k for k in keys if k != "data.path"] if len(jobs) == 1 else [])

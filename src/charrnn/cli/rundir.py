@@ -77,7 +77,8 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     saved, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
     if not saved.is_file() or not last.is_file():
         raise UserError(
-            f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; pass a charrnn run directory"
+            f"resume={str(run)!r} is not a run directory with .hydra/config.yaml and checkpoints/last.ckpt; "
+            "pass a charrnn run directory"
         )
     resumed = read_run_file(saved)
     limits = OmegaConf.masked_copy(resumed.trainer, ["max_steps", "max_epochs", "max_time"])
@@ -87,14 +88,16 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             continue
         if "." not in key and isinstance(OmegaConf.select(resumed, key), DictConfig):
             raise UserError(
-                f"'{override}' switches a config group, which a resumed run cannot do; override single values such as trainer.max_steps=N"
+                f"'{override}' switches a config group, which a resumed run cannot do; override single "
+                "values such as trainer.max_steps=N"
             )
         OmegaConf.update(resumed, key.lstrip("+"), yaml_value(value), force_add=True)
     record = run / "run.json"
     finished = record.is_file() and read_run_file(record).get("status") == "done"
     if finished and limits == OmegaConf.masked_copy(resumed.trainer, list(limits)):
         raise UserError(
-            f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / max_epochs / max_time with resume="
+            f"run {str(run)!r} already finished; to train it further pass a larger trainer.max_steps / "
+            "max_epochs / max_time with resume="
         )
     resumed.output_dir = cfg.output_dir
     resumed.ckpt_path = str(last)
@@ -113,7 +116,8 @@ def check_resume_matches(
     hparams = ckpt["hyper_parameters"]
     if list(hparams.get("vocab", "")) != vocab_chars:
         raise UserError(
-            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} characters, but this run's data has "
+            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} "
+            "characters, but this run's data has "
             f"{len(vocab_chars)} different ones; resume with the data config the checkpoint was trained on"
         )
     saved = hparams.get("model", {})
@@ -123,7 +127,8 @@ def check_resume_matches(
             f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_config.get(k)!r}" for k in differing
         )
         raise UserError(
-            f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the checkpoint was trained with"
+            f"checkpoint {path!r} holds a different model ({shown}); resume with the model config the "
+            "checkpoint was trained with"
         )
 
 
@@ -144,7 +149,8 @@ def lock_run(out: Any) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(
-                f"run {str(out)!r} is being trained by another process right now; wait for it to end (or stop it), then resume="
+                f"run {str(out)!r} is being trained by another process right now; wait for it to end (or "
+                "stop it), then resume="
             ) from None
         yield
 

@@ -75,7 +75,8 @@ log = logging.getLogger(__name__)
 
 
 class SubmititSlurmLauncher(SlurmLauncher):
-    """hydra-submitit-launcher's SlurmLauncher: checked against the partition, waited for, cancelled on interrupt."""
+    """hydra-submitit-launcher's SlurmLauncher: checked against the partition, waited for, cancelled on
+    interrupt."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -132,7 +133,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
     def _cancel(
         self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], nums: list[int], name: str
     ) -> None:
-        """scancel the array, record its unfinished jobs that started (quick: no config to compose), say so."""
+        """scancel the array, record its unfinished jobs that started (quick: no config to compose), say
+        so."""
         array = jobs[0].job_id.split("_")[0]
         subprocess.run(["scancel", array], capture_output=True, timeout=30)
         for job, overrides, num in zip(jobs, job_overrides, nums):
@@ -151,7 +153,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         )  # type: ignore[union-attr]
 
     def _gpus_for_jobs(self, job_overrides: Sequence[Sequence[str]], partition_has_gpus: bool) -> str:
-        """``gpus_per_node: null`` follows the trainer (the most any job needs); returns how, for the check."""
+        """``gpus_per_node: null`` follows the trainer (the most any job needs); returns how, for the
+        check."""
         if self.params.get("gpus_per_node") is not None:
             return ""
         assert self.config is not None and self.hydra_context is not None
@@ -201,7 +204,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         try:
             if not job.paths.result_pickle.exists() and not state.startswith(("COMPLETED", "FAILED")):
                 # Cancelled, timed out, node lost: no result will come (submitit would wait 15 s for one).
-                # A result already written counts whatever sacct says: a job that just wrote it is still RUNNING.
+                # A result already written counts whatever sacct says: a job that just wrote it is still
+                # RUNNING.
                 raise UncompletedJobError(f"job {job.job_id} ended without a result (state: {state})")
             return job.task(0).result()  # a DDP job's rank 0 (every task runs the job; rank 0 reports)
         except UncompletedJobError as e:
@@ -218,7 +222,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
     def _record(
         self, overrides: Sequence[str], num: int, text: str, started_only: bool = False
     ) -> Path | None:
-        """``error.txt`` in the job's dir (one the job wrote stays), and ``.hydra/overrides.yaml`` for a job that
+        """``error.txt`` in the job's dir (one the job wrote stays), and ``.hydra/overrides.yaml`` for a job
+        that
         never started, so that charrnn-report lists it (with ``started_only``: none). Returns the job dir."""
         assert self.config is not None and self.hydra_context is not None
         made = [

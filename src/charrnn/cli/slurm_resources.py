@@ -63,7 +63,8 @@ def partition_nodes(partition: str | None) -> tuple[str, list[Node]]:
     }
     if not nodes:
         raise UserError(
-            f"SLURM has no partition {partition!r} (hydra.launcher.partition); it has: {', '.join(names) or 'none'}"
+            f"SLURM has no partition {partition!r} (hydra.launcher.partition); it has: "
+            f"{', '.join(names) or 'none'}"
         )
     return partition, list(nodes.values())
 
@@ -82,7 +83,8 @@ def trainer_gpus(trainer: Any, tasks_per_node: int, partition_has_gpus: bool) ->
     return tasks_per_node if text in ("-1", "auto") else max(1, int(text)) if text.isdigit() else 1
 
 
-# The launcher's numeric keys: the least each may be, and what it counts (null leaves a key to SLURM or submitit).
+# The launcher's numeric keys: the least each may be, and what it counts (null leaves a key to SLURM or
+# submitit).
 LEAST = {
     "timeout_min": (1, "minutes of wall time per job"),
     "nodes": (1, "nodes per job"),
@@ -110,7 +112,8 @@ def check_numbers(params: dict[str, Any]) -> None:
                 else ""
             )
             raise UserError(
-                f"hydra.launcher.{key}={value} is not a number of {what}; give a whole number >= {least}{null}"
+                f"hydra.launcher.{key}={value} is not a number of {what}; give a whole number >= "
+                f"{least}{null}"
             )
 
 
@@ -136,8 +139,10 @@ def check_request(params: dict[str, Any], partition: str, nodes: list[Node], gpu
         )
     if mem_mb is not None and mem_mb > (most := max(n.mem_mb for n in nodes)):
         raise UserError(
-            f"hydra.launcher.mem_gb={mem_gb} asks for {mem_gb} GB of memory on one node, but the largest node "
-            f"of {part} has {most / 1024:.1f} GB; lower hydra.launcher.mem_gb (null: the cluster's default) or {fix}"
+            f"hydra.launcher.mem_gb={mem_gb} asks for {mem_gb} GB of memory on one node, but the largest "
+            "node "
+            f"of {part} has {most / 1024:.1f} GB; lower hydra.launcher.mem_gb (null: the cluster's default) "
+            f"or {fix}"
         )
     if gpus > (most := max(n.gpus for n in nodes)):
         has, fix = (

@@ -202,7 +202,8 @@ def fit_and_test(cfg: DictConfig, ctx: RunContext, datamodule: Any, module: Char
         write_json(out / "metrics.json", metrics)
         record.finish("done", best_val_bpc=best_bpc, global_step=trainer.global_step)
         print(
-            f"\n--- sample from the best checkpoint ---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------"
+            "\n--- sample from the best checkpoint "
+            f"---\n{module.sample_text(seed=cfg.seed)}\n---------------------------------------"
         )
         print(f"run dir:       {out}")
         test_bpc = (

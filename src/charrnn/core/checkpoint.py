@@ -57,7 +57,8 @@ def find_checkpoint(path: str | Path) -> Path:
     if (ckpt_dir / "last.ckpt").is_file():
         return ckpt_dir / "last.ckpt"
     raise CheckpointError(
-        f"{str(p)!r} has no checkpoints/best-*.ckpt or checkpoints/last.ckpt; pass a run directory or a .ckpt file"
+        f"{str(p)!r} has no checkpoints/best-*.ckpt or checkpoints/last.ckpt; pass a run directory or a "
+        ".ckpt file"
     )
 
 
@@ -66,11 +67,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(
-            f"checkpoint {str(p)!r} {'is a directory' if p.is_dir() else 'does not exist'}; pass the path of a .ckpt file"
+            f"checkpoint {str(p)!r} {'is a directory' if p.is_dir() else 'does not exist'}; pass the path "
+            "of a .ckpt file"
         )
     if not zipfile.is_zipfile(p):
         raise CheckpointError(
-            f"{str(p)!r} is not a checkpoint (not a torch.save file, or truncated); pass a .ckpt written by charrnn-train"
+            f"{str(p)!r} is not a checkpoint (not a torch.save file, or truncated); pass a .ckpt written by "
+            "charrnn-train"
         )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
@@ -80,11 +83,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "unsafe content"
         ]
         raise CheckpointError(
-            f"refusing to load {str(p)!r}: it holds objects other than tensors and plain values, which could run code ({lines[-1][:160]})"
+            f"refusing to load {str(p)!r}: it holds objects other than tensors and plain values, which "
+            f"could run code ({lines[-1][:160]})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(
-            f"{str(p)!r} is not a readable checkpoint (truncated or corrupted?): {str(e).strip().splitlines()[0][:160]}"
+            f"{str(p)!r} is not a readable checkpoint (truncated or corrupted?): "
+            f"{str(e).strip().splitlines()[0][:160]}"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{str(p)!r} is not a charrnn checkpoint (no state_dict and hyper_parameters)")
@@ -105,6 +110,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"{str(ckpt_path)!r} does not hold a charrnn model this version can rebuild: {str(e).splitlines()[0][:160]}"
+            f"{str(ckpt_path)!r} does not hold a charrnn model this version can rebuild: "
+            f"{str(e).splitlines()[0][:160]}"
         ) from None
     return LoadedModel(model.to(device).eval(), vocab, ckpt_path, ckpt)

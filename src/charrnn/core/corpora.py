@@ -57,18 +57,21 @@ def read_text_file(path: str | os.PathLike[str], encoding: str = "utf-8", errors
     if b"\x00" in raw[:1_000_000]:
         offset = raw.index(b"\x00")
         raise CorpusError(
-            f"corpus file {str(p)!r} holds a NUL byte at offset {offset}, so it looks binary, not text; pass a text file as data.path=..."
+            f"corpus file {str(p)!r} holds a NUL byte at offset {offset}, so it looks binary, not text; "
+            "pass a text file as data.path=..."
         )
     try:
         return raw.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
         raise CorpusError(
-            f"corpus file {str(p)!r} is not valid {encoding}: byte offset {e.start} ({raw[e.start : e.start + 1]!r}); "
+            f"corpus file {str(p)!r} is not valid {encoding}: byte offset {e.start} "
+            f"({raw[e.start : e.start + 1]!r}); "
             f"convert it, or set data.encoding=<codec> or data.errors=replace"
         ) from None
     except LookupError:
         raise CorpusError(
-            f"unknown text encoding data.encoding={encoding!r}; use a Python codec name such as utf-8 or latin-1"
+            f"unknown text encoding data.encoding={encoding!r}; use a Python codec name such as utf-8 or "
+            "latin-1"
         ) from None
 
 
@@ -89,7 +92,8 @@ def stdlib_text(max_chars: int = STDLIB_MAX_CHARS) -> str:
     corpus = "".join(parts)[:max_chars]
     if len(corpus) < 10_000:
         raise CorpusError(
-            f"the Python standard library sources under {str(root)!r} are missing; pick another corpus, e.g. data=text data.path=FILE"
+            f"the Python standard library sources under {str(root)!r} are missing; pick another corpus, "
+            "e.g. data=text data.path=FILE"
         )
     return corpus
 
@@ -111,7 +115,8 @@ def shakespeare_text(path: str | None = None, download: bool = True) -> str:
     if not cached.exists():
         if not download:
             raise CorpusError(
-                f"Tiny Shakespeare is not cached at {str(cached)!r}; pass data.path=PATH/TO/tinyshakespeare.txt"
+                f"Tiny Shakespeare is not cached at {str(cached)!r}; pass "
+                "data.path=PATH/TO/tinyshakespeare.txt"
             )
         _download(SHAKESPEARE_URL, cached, SHAKESPEARE_SHA256)
     return read_text_file(cached)
@@ -124,12 +129,14 @@ def _download(url: str, dest: Path, sha256: str) -> None:
             data = response.read()
     except OSError as e:
         raise CorpusError(
-            f"could not download {url} ({e.__class__.__name__}: {e}); offline, pass a local copy as data.path=PATH"
+            f"could not download {url} ({e.__class__.__name__}: {e}); offline, pass a local copy as "
+            "data.path=PATH"
         ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise CorpusError(
-            f"download of {url} has sha256 {digest}, expected {sha256}; pass a good local copy as data.path=PATH"
+            f"download of {url} has sha256 {digest}, expected {sha256}; pass a good local copy as "
+            "data.path=PATH"
         )
     atomic_write(dest, lambda f: f.write(data))
 
@@ -141,7 +148,8 @@ def load_corpus(
     errors: str = "strict",
     max_chars: int | None = None,
 ) -> str:
-    """Text of the corpus ``name`` (``hello``, ``text``, ``shakespeare`` or ``stdlib``), cut to its first ``max_chars``."""
+    """Text of the corpus ``name`` (``hello``, ``text``, ``shakespeare`` or ``stdlib``), cut to its first
+    ``max_chars``."""
     if name == "hello":
         return HELLO
     if name == "text":

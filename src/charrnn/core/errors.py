@@ -36,7 +36,8 @@ def checked(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Any:
-    """``value`` as an int (``integer``) or a finite float inside the bounds, else a :class:`UserError` naming ``key``.
+    """``value`` as an int (``integer``) or a finite float inside the bounds, else a :class:`UserError` naming
+    ``key``.
 
     Strings that spell a number are accepted (a Hydra override may arrive as one); ``True`` and
     ``False`` are not numbers here; NaN and infinity are refused.

@@ -23,7 +23,8 @@ _PROCESS = secrets.token_hex(8)
 
 
 class CosineFactor:
-    """The multiplier of the base lr at a step: warmup, then cosine to ``min_lr_ratio`` (by steps or seconds)."""
+    """The multiplier of the base lr at a step: warmup, then cosine to ``min_lr_ratio`` (by steps or
+    seconds)."""
 
     def __init__(
         self, warmup_steps: int, total_steps: float, min_lr_ratio: float, max_seconds: float | None
@@ -74,7 +75,8 @@ class WarmupCosine:
     def __call__(self, optimizer: Optimizer, total_steps: float) -> LambdaLR:
         if not math.isfinite(total_steps) and not self.max_seconds and self.min_lr_ratio < 1.0:
             raise UserError(
-                "the learning-rate schedule needs a known length: set trainer.max_steps, trainer.max_epochs or scheduler.max_seconds"
+                "the learning-rate schedule needs a known length: set trainer.max_steps, trainer.max_epochs "
+                "or scheduler.max_seconds"
             )
         return LambdaLR(
             optimizer, CosineFactor(self.warmup_steps, total_steps, self.min_lr_ratio, self.max_seconds)

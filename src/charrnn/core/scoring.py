@@ -46,7 +46,8 @@ def batch_sums(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def metrics_from_sums(sums: Tensor) -> dict[str, float]:
-    """``loss`` (nats/char), ``bpc``, ``perplexity``, ``acc`` and ``chars`` from accumulated :func:`batch_sums`."""
+    """``loss`` (nats/char), ``bpc``, ``perplexity``, ``acc`` and ``chars`` from accumulated
+    :func:`batch_sums`."""
     count = sums[2].clamp(min=1)
     loss = (sums[0] / count).item()
     return {

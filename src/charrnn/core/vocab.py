@@ -49,7 +49,8 @@ class Vocabulary:
         if missing:
             shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise UserError(
-                f"{len(missing)} character(s) are not in the model's vocabulary: {shown}; remove them or train on text that has them"
+                f"{len(missing)} character(s) are not in the model's vocabulary: {shown}; remove them or "
+                "train on text that has them"
             )
         return torch.tensor([self.index[c] for c in text], dtype=torch.long)
 

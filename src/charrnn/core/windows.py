@@ -50,7 +50,8 @@ def check_windows(batch_size: Any, seq_len: Any, prefix: str = "data.") -> tuple
 
 
 def check_split(split: Any, key: str = "data.split") -> list[float]:
-    """Three fractions train, val, test: train and val above 0, test 0 for a run without a test (as nanoGPT trains)."""
+    """Three fractions train, val, test: train and val above 0, test 0 for a run without a test (as nanoGPT
+    trains)."""
     try:
         fractions = [] if isinstance(split, (str, bytes)) else list(split)
     except TypeError:
@@ -62,7 +63,8 @@ def check_split(split: Any, key: str = "data.split") -> list[float]:
     values = [checked(key, f) for f in fractions]
     if values[0] <= 0 or values[1] <= 0 or values[2] < 0:
         raise UserError(
-            f"{key}={values} leaves an empty train or val split; give train and val a fraction above 0 and test one of "
+            f"{key}={values} leaves an empty train or val split; give train and val a fraction above 0 and "
+            "test one of "
             f"at least 0 (0: no test), e.g. [0.9,0.05,0.05] or [0.9,0.1,0.0]"
         )
     return values
@@ -91,7 +93,8 @@ def cut_splits(
     streams: int = 1,
     stateful: bool = True,
 ) -> dict[str, Tensor]:
-    """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read (test empty where its fraction is 0).
+    """``{"train", "val", "test"}`` token ranges of a corpus, each long enough to be read (test empty where
+    its fraction is 0).
 
     ``fractions`` None: every split is the whole text (:func:`split_fractions`). Each split must hold a
     target for each of ``streams`` parallel streams where it is read that way (val and test always,
@@ -106,13 +109,15 @@ def cut_splits(
         for name, part in splits.items():
             if len(part) < need[name]:
                 raise UserError(
-                    f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than the {need[name]} it needs; "
+                    f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than "
+                    f"the {need[name]} it needs; "
                     f"use a longer text, a smaller data.seq_len, or other data.split fractions"
                 )
     for name, part in splits.items():
         if 0 < len(part) and len(part) - 1 < streams and (name != "train" or stateful):
             raise UserError(
-                f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={streams} streams; "
+                f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={streams} "
+                "streams; "
                 f"lower data.batch_size, or give {name} a larger data.split fraction"
             )
     return splits
@@ -193,7 +198,8 @@ class EpochSampler(Sampler[int]):
     has read ``(s % steps_per_epoch) * accumulate()`` batches into epoch ``s // steps_per_epoch``.
     Checkpoints are taken at step ends only (never mid-accumulation: charrnn.lit.checkpoints and
     charrnn.lit.stop wait for the step). Lightning's own epoch number is not used: a run restarted
-    at an epoch's end counts that epoch twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads the step count; on resume
+    at an epoch's end counts that epoch twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads
+    the step count; on resume
     Lightning builds the first iterator before that call, so :meth:`resume_at` places the sampler
     first, from the checkpoint's :meth:`position`.
     """
@@ -240,7 +246,8 @@ class EpochSampler(Sampler[int]):
         }
 
     def resume_at(self, epoch: int, batches: int, epoch_batches: int | None = None) -> None:
-        """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches`` into
+        """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches``
+        into
         ``epoch``, or at the start of the next epoch when that one was read to its end (``epoch_batches``:
         its length then). Later epochs count from there, so an epoch's length may change at its end
         (another batch size, limit or accumulation): the next epoch still reads the split from its start."""

@@ -1,4 +1,5 @@
-"""Lightning's checkpoint I/O made safe both ways (reading is :mod:`charrnn.core.checkpoint`, which needs no Lightning)."""
+"""Lightning's checkpoint I/O made safe both ways (reading is :mod:`charrnn.core.checkpoint`, which needs no
+Lightning)."""
 
 from __future__ import annotations
 

@@ -113,13 +113,15 @@ class CharDataModule(L.LightningDataModule):
         tokens, (rank, world) = self.splits["train"], self._ranks()
         if self.batching == "random":
             dataset = RandomWindows(tokens, self.seq_len)
-            # One epoch reads about as many characters as one stateful pass over the split (all ranks together).
+            # One epoch reads about as many characters as one stateful pass over the split (all ranks
+            # together).
             batches = max(1, (len(tokens) - 1) // (self.batch_size * dataset.seq_len * world))
             return dataset, batches * self.batch_size, self.batch_size
         return StreamWindows(tokens, self.batch_size, self.seq_len, rank=rank, world_size=world), None, 1
 
     def has_test(self) -> bool:
-        """Whether the run has a test split: ``data.split``'s test fraction 0 means none (the final test is skipped)."""
+        """Whether the run has a test split: ``data.split``'s test fraction 0 means none (the final test is
+        skipped)."""
         return self.split is None or self.split[2] > 0
 
     def batches_per_epoch(self) -> int:
@@ -137,7 +139,8 @@ class CharDataModule(L.LightningDataModule):
 
     def epochs_entered(self, trainer: Any) -> int:
         """Training epochs entered by ``trainer.global_step`` (the last may be partial), a resumed run's too:
-        from the step count, with ``limit_train_batches`` and ``accumulate_grad_batches`` taken into account."""
+        from the step count, with ``limit_train_batches`` and ``accumulate_grad_batches`` taken into
+        account."""
         epoch_steps = math.ceil(self.epoch_batches(trainer) / trainer.accumulate_grad_batches)
         return math.ceil(trainer.global_step / epoch_steps)
 
@@ -208,8 +211,10 @@ class CharDataModule(L.LightningDataModule):
             for key, then in state.get("shape", {}).items():
                 if now.get(key, then) != then:
                     raise UserError(
-                        f"the checkpoint was saved mid-epoch ({batches} of {length} batches into epoch {epoch}) with {key}={then}, "
-                        f"and this resume has {key}={now[key]}: its place in the epoch and its carried state hold only for {then}; "
+                        f"the checkpoint was saved mid-epoch ({batches} of {length} batches into epoch "
+                        f"{epoch}) with {key}={then}, "
+                        f"and this resume has {key}={now[key]}: its place in the epoch and its carried "
+                        f"state hold only for {then}; "
                         f"resume with {key}={then}, or start a new run"
                     )
 

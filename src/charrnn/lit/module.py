@@ -294,7 +294,8 @@ _TRAINING_STEP.__signature__ = inspect.signature(_TRAINING_STEP)
 
 
 def check_optimizer(optimizer: Any) -> None:
-    """The optimizer's numbers (``optim.*``), checked before any work: torch would check them only inside fit."""
+    """The optimizer's numbers (``optim.*``), checked before any work: torch would check them only inside
+    fit."""
     keywords = getattr(optimizer, "keywords", {}) or {}
     if "lr" in keywords:
         checked("optim.lr", keywords["lr"], low=0.0, low_open=True)

@@ -1,8 +1,10 @@
-"""Stopping on SIGTERM, SIGINT or SIGUSR2 at a step boundary, with a checkpoint: every stop is saved and honest.
+"""Stopping on SIGTERM, SIGINT or SIGUSR2 at a step boundary, with a checkpoint: every stop is saved and
+honest.
 
 Clusters preempt with SIGTERM, users press Ctrl-C, and SLURM warns a job with SIGUSR2 before its
 time limit (submitit asks for ``--signal=USR2@<signal_delay_s>``). :class:`StopOnSignal` turns any
-of them into: finish the current step (and its logging and validation), write ``last.ckpt`` (atomically, as every
+of them into: finish the current step (and its logging and validation), write ``last.ckpt`` (atomically, as
+every
 checkpoint), and raise :class:`Stopped`, which ``charrnn-train`` reports in one line and exits
 128 + the signal number (143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2); in a SLURM job it
 hands SIGUSR2 on to submitit, which requeues the job (charrnn.cli.slurm). A second Ctrl-C stops at once.
@@ -106,7 +108,8 @@ class StopOnSignal(Callback):
     ) -> None:
         stepped, self.step_seen = trainer.global_step != self.step_seen, trainer.global_step
         if not stepped:
-            return  # mid gradient accumulation: the gradients so far would be in no checkpoint; stop at the step's end
+            # mid gradient accumulation: the gradients so far are in no checkpoint; stop at the step end
+            return
         received = self.received
         if trainer.world_size > 1:  # every rank stops at the same step, whichever rank got the signal
             received = (

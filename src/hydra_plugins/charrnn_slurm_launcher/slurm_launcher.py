@@ -1,4 +1,5 @@
-"""The class conf/hydra/launcher/slurm.yaml names; its logic is :class:`charrnn.cli.slurm.SubmititSlurmLauncher`.
+"""The class conf/hydra/launcher/slurm.yaml names; its logic is
+:class:`charrnn.cli.slurm.SubmititSlurmLauncher`.
 
 The class is defined only where hydra-submitit-launcher is installed (the ``sweeps`` extra): Hydra imports
 every module of every plugin package at each start, and an ImportError here would be a warning on every
