@@ -155,7 +155,9 @@ def test_a_signal_while_hydra_builds_a_callback_stops_the_sweep_not_fails_the_jo
     stop taken for a failed job would let the sweep go on and ignore the SIGTERM."""
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1,2", "hydra.sweep.dir=sweep"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=init"]
-    proc = run_cli([*args, *kill, f"+callbacks.kill.signum={int(signal.SIGTERM)}"], cwd=tmp_path, env=HELPERS)
+    proc = run_cli(
+        [*args, *kill, f"+callbacks.kill.signum={int(signal.SIGTERM)}"], cwd=tmp_path, env=WITH_HELPERS
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "stopped by SIGTERM before training started" in lines[-1] and "Traceback" not in proc.stderr
@@ -171,7 +173,7 @@ def test_a_signal_as_a_sweep_job_ends_done_still_ends_the_sweep(tmp_path, corpus
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "data.split=[0.8,0.2,0]", "seed=1,2"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
     kill += ["+callbacks.kill.step=19", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
-    proc = run_cli([*args, *kill, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=HELPERS)
+    proc = run_cli([*args, *kill, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=WITH_HELPERS)
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]  # job 1 never started
@@ -190,7 +192,7 @@ def test_a_signal_in_the_step_a_trial_is_pruned_at_still_ends_the_search(tmp_pat
     args += ["hydra.sweeper.pruner.bootstrap_count=100"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
     kill += ["+callbacks.kill.step=2", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
-    proc = run_cli([*args, *kill], cwd=tmp_path, env=HELPERS)
+    proc = run_cli([*args, *kill], cwd=tmp_path, env=WITH_HELPERS)
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
     assert [p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()] == ["0"]
