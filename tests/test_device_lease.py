@@ -71,6 +71,7 @@ def assert_slots_never_shared(leases: list[dict]) -> None:
 # --- real processes contending for one slot ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_process_waits_until_the_first_releases(tmp_path):
     first = start_holder(tmp_path, "first")
     leased = json.loads(first.stdout.readline())
@@ -88,6 +89,7 @@ def test_a_second_process_waits_until_the_first_releases(tmp_path):
     assert_slots_never_shared([released, json.loads(out.splitlines()[-1])])
 
 
+@pytest.mark.slow
 def test_a_killed_holder_frees_its_slot(tmp_path):
     first = start_holder(tmp_path, "first")
     json.loads(first.stdout.readline())

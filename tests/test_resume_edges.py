@@ -107,6 +107,7 @@ def text(tmp_path: Path) -> Path:
     return write_corpus(tmp_path)
 
 
+@pytest.mark.slow
 def test_last_ckpt_follows_a_stop_before_any_validation_then_a_kill(tmp_path, text):
     """Issue 15 case A: a stop before the first validation, a resume killed later, and a resume of that."""
     out = tmp_path / "run"
@@ -140,6 +141,7 @@ def test_a_checkpoint_names_no_absolute_path(tmp_path, text):
     assert str(tmp_path) not in repr(state["callbacks"]), state["callbacks"]
 
 
+@pytest.mark.slow
 def test_a_moved_then_copied_run_dir_resumes_in_place(tmp_path, text):
     """Issue 15 cases B and C, through charrnn-train: the run dir's checkpoints are its own wherever it is."""
     base = ["data=text", f"data.path={text}", *SMALL_RUN, "trainer.max_steps=20"]
@@ -188,6 +190,7 @@ def outcome(trainer: L.Trainer, out: Path) -> tuple[Any, ...]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching,saved", [("stateful", 46), ("random", 45)])
 def test_gradient_accumulation_trains_every_epoch_and_resumes_exactly(tmp_path, text, batching, saved):
     """Issue 15 item 3: 2 batches a step, validation every 10 batches; a stop mid-epoch, then a kill at step
@@ -222,6 +225,7 @@ def test_epochs_entered_counts_limited_epochs(tmp_path, text):
     assert trainer.datamodule.epochs_entered(trainer) == 3 == epochs_logged(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_stop_anywhere_in_the_last_epoch_resumes_to_the_same_tensorboard_history(tmp_path, text):
     """Issue 16: Lightning wrote train/loss again at the last step when training stopped, repeating the
     value logged last in that epoch, but only if the process that ran the last step had logged one: a
@@ -253,6 +257,7 @@ def test_a_mid_epoch_resume_refuses_another_shape_naming_the_key(tmp_path, text,
     assert last_step(out) == stop.step  # nothing trained, nothing overwritten
 
 
+@pytest.mark.slow
 def test_a_resume_at_an_epoch_end_may_change_the_batch_size_and_reads_the_next_epoch_whole(tmp_path, text):
     out = tmp_path / "run"
     fit(compose_run(out, text, "trainer.max_steps=49"))  # one whole epoch of 49 batches of 8

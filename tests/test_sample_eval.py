@@ -310,6 +310,7 @@ def test_help_prints_usage(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_eval_of_a_split_of_a_changed_corpus_needs_consent(runs, tmp_path, monkeypatch, capsys):
     """The run's corpus changed since it trained (its lines shuffled): split=val says so and refuses (exit 2)
     unless allow_corpus_change=true; path= scores any text as it is."""
