@@ -38,7 +38,8 @@ def hydra_value(text: str) -> str:
 
 
 def override(key: str, value: str) -> str:
-    """``key=value`` quoted for the shell and for Hydra: one shell word that Hydra reads as ``key`` = ``value``."""
+    """``key=value`` quoted for the shell and for Hydra: one shell word that Hydra reads as ``key`` =
+    ``value``."""
     return shlex.quote(f"{key}={hydra_value(value)}")
 
 

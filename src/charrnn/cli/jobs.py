@@ -36,7 +36,8 @@ class Job:
         return bool(self.launcher)
 
     def launched_by(self, name: str) -> bool:
-        """Whether the launcher's class path holds ``name`` (case-insensitive): "joblib", "submitit", "Slurm", ..."""
+        """Whether the launcher's class path holds ``name`` (case-insensitive): "joblib", "submitit", "Slurm",
+        ..."""
         return name.lower() in self.launcher.lower()
 
 
@@ -50,7 +51,8 @@ class JobFailed(CompactHydraException):
 
 
 def share_machine(cfg: DictConfig, job: Job) -> DictConfig:
-    """A sweep job running beside others on this machine takes its share of the cores; returns the config it trains with.
+    """A sweep job running beside others on this machine takes its share of the cores; returns the config it
+    trains with.
 
     Joblib: ``cores // n_jobs`` torch threads each, and DataLoader workers off (loky's workers
     cannot fork them reliably). Submitit: ``cpus_per_task`` threads when it is set.
@@ -64,7 +66,8 @@ def share_machine(cfg: DictConfig, job: Job) -> DictConfig:
         torch.set_num_threads(max(1, cores // parallel))
         if int(cfg.data.get("num_workers", 0)) > 0:
             print(
-                f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib launcher",
+                f"charrnn-train: note: data.num_workers={cfg.data.num_workers} set to 0 under the joblib "
+                "launcher",
                 file=sys.stderr,
             )
             cfg = OmegaConf.merge(cfg, {"data": {"num_workers": 0}})

@@ -24,7 +24,8 @@ RESUME_KEYS = ("resume", "resume_extra", "resume_launch")  # a resume's own keys
 
 
 def launch_number(cfg: DictConfig) -> int:
-    """Which launch of its sweep a config (a job's, or the saved ``multirun.yaml``) is: 1, then 2, 3 for resumes."""
+    """Which launch of its sweep a config (a job's, or the saved ``multirun.yaml``) is: 1, then 2, 3 for
+    resumes."""
     value = cfg.get("resume_launch")
     return int(value) if isinstance(value, int) and value > 0 else 1
 
@@ -51,7 +52,8 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
     """The command line that continues sweep ``sweep``: its own overrides, its dir, this call's extras."""
     if not is_sweep_dir(sweep):
         raise UserError(
-            f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a -m run wrote, or drop -m to resume one run"
+            f"resume={str(sweep)!r} under -m is not a sweep dir (it has no multirun.yaml); pass the dir a "
+            "-m run wrote, or drop -m to resume one run"
         )
     saved = OmegaConf.load(sweep / "multirun.yaml")
     task = [o for o in saved.hydra.overrides.task if override_key(o) not in RESUME_KEYS]
@@ -74,8 +76,10 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
             or "." not in key
         ):
             raise UserError(
-                f"'{extra}' would change which jobs this sweep is (its swept keys, its data, its config groups or launcher); "
-                f"a resumed sweep takes only single values such as trainer.max_steps=N -- start a new sweep for this"
+                f"'{extra}' would change which jobs this sweep is (its swept keys, its data, its config "
+                "groups or launcher); "
+                "a resumed sweep takes only single values such as trainer.max_steps=N -- start a new sweep "
+                "for this"
             )
     # The extras travel as one list that every job applies itself (sweep_job_config), not as Hydra overrides:
     # the job dir names (and what each job's Hydra records) stay exactly the sweep's own.
@@ -115,7 +119,8 @@ def resume_extras(cfg: DictConfig) -> tuple[str, ...]:
 
 
 def sweep_job_config(cfg: DictConfig) -> tuple[DictConfig | None, float | None]:
-    """A job of a resumed sweep: ``(config to train with, None)``, or ``(None, recorded result)`` for a done job.
+    """A job of a resumed sweep: ``(config to train with, None)``, or ``(None, recorded result)`` for a done
+    job.
     A job that had started continues as ``resume=<job dir>`` with this resume's extra overrides
     (``resume_extra``, which :func:`resume_extras` hands to it); one that had not starts with them applied."""
     from charrnn.cli import rundir

@@ -54,7 +54,8 @@ def record_failure(out: Any, message: str) -> None:
 def job_failed(out: Any, message: str, job: Job) -> JobFailed:
     """A sweep job's failure as one sentence naming the job and where its details are."""
     return JobFailed(
-        f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report {Path(str(out)).parent} lists every job]"
+        f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report "
+        f"{Path(str(out)).parent} lists every job]"
     )
 
 
@@ -77,7 +78,10 @@ def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
         signal.raise_signal(signal.SIGUSR2)
     except Exception as e:  # submitit's UncompletedJobError
         why = " ".join(str(e).split()).rstrip(".")
-        message = f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} (hydra.launcher.max_num_timeout); continue with: {resume_command(out)}"
+        message = (
+            f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} "
+            f"(hydra.launcher.max_num_timeout); continue with: {resume_command(out)}"
+        )
         print(message, file=sys.stderr)
         record_failure(out, message)
         raise job_failed(out, message, job) from None
@@ -297,14 +301,18 @@ def cli() -> None:
     except ValueError as e:
         # Hydra opens the job's log file before our code runs: an unwritable run dir (resume= reopens the
         # run's own) fails there as logging's "Unable to configure handler 'file'", caused by the OSError.
-        fix = "make its directory writable (resume= continues in the run's own dir; a new run can go elsewhere with hydra.run.dir=DIR)"
+        fix = (
+            "make its directory writable (resume= continues in the run's own dir; a new run can go elsewhere "
+            "with hydra.run.dir=DIR)"
+        )
         cause = e.__cause__
         storage = storage_error(cause, fix=fix) if isinstance(cause, OSError) else None
         if storage is None:
             raise
         print(f"{PROG}: error: {storage}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as e:  # submitit, in this process: a job that ended without a result (scancel, timeout), sbatch refusing
+    # submitit, in this process: a job that ended without a result (scancel, timeout), sbatch refusing
+    except Exception as e:
         if not type(e).__module__.startswith("submitit."):
             raise
         from charrnn.cli.slurm import launch_failure_line
