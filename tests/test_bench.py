@@ -50,11 +50,11 @@ def test_the_gpu_rows_run_small_on_cpu(tmp_path):
     assert len(ratios) == 3 and all(float(r[2]) > 0 for r in ratios)
     assert all(r[3].startswith("target >=") for r in ratios[:2])
     packing = [r for r in rows if r[0] == "packing"]
-    assert [r[1] for r in packing] == [
-        "1 job(s) at once: aggregate chars/s",
-        "2 job(s) at once: aggregate chars/s",
-    ]
-    assert all("failed" not in r[2] and "no device lease" in r[3] for r in packing)
+    # One job's row is always a figure; the two jobs' row is one, or says why there is none: on a loaded
+    # machine two tiny jobs can train one after the other ("failed: the jobs never trained at the same time").
+    assert [r[1].split(":")[0] for r in packing] == ["1 job(s) at once", "2 job(s) at once"], packing
+    assert packing[0][1] == "1 job(s) at once: aggregate chars/s" and "failed" not in packing[0][2], packing
+    assert all("no device lease" in r[3] for r in packing)
 
 
 def test_cuda_is_refused_in_one_sentence_without_it(tmp_path):

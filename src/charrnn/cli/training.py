@@ -126,10 +126,19 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
 
 def tensorboard_purge(logger_cfg: DictConfig, checkpoint: dict[str, Any] | None) -> dict[str, int]:
     """A resumed run's TensorBoard history has every step once: TensorBoard hides what the stopped
-    attempt logged after its checkpoint (``purge_step``), which the resumed run logs again."""
-    if checkpoint is None or not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+    attempt logged after its checkpoint (``purge_step``), which the resumed run logs again. A run that
+    starts from step 0 in a dir that already has event files (a sweep job killed before its first
+    checkpoint, started again by ``-m resume=<sweep dir>``) hides all of them the same way."""
+    if not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
         return {}
-    return {"purge_step": int(checkpoint["global_step"])}  # step g-1 holds what step g logged: later ones go
+    if checkpoint is not None:
+        return {"purge_step": int(checkpoint["global_step"])}  # step g-1 holds what step g logged
+    logdir = (
+        Path(str(logger_cfg.save_dir))
+        / str(logger_cfg.get("name") or "")
+        / str(logger_cfg.get("version") or "")
+    )
+    return {"purge_step": 0} if any(logdir.glob("events.out.tfevents.*")) else {}
 
 
 def make_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[Any], **overrides: Any) -> L.Trainer:
