@@ -1,8 +1,7 @@
 """A real one-node SLURM with accounting for the tests (scripts/slurm/localhost.sh), shared by the test
-modules
-that import :func:`slurm_cluster`: the cluster SLURM_CONF points to if it answers, else one started here (as
-root on Debian, with slurm installed) and stopped when the last module using it is done; else a skip saying
-how to get one.
+modules that import :func:`slurm_cluster`: the cluster SLURM_CONF points to if it answers, else one started
+here (as root on Debian, with slurm installed) and stopped when the last module using it is done; else a skip
+saying how to get one.
 """
 
 from __future__ import annotations

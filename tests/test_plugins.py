@@ -30,8 +30,8 @@ def test_hydra_discovers_the_slurm_launcher_that_slurm_yaml_names():
 def test_the_plugin_scan_stays_light():
     """Hydra imports every plugin module at every start of any Hydra app in this environment: no torch."""
     code = (
-        "import sys; from hydra.core.plugins import Plugins; Plugins.instance(); "
-        "print('torch' in sys.modules)"
+        "import sys; from hydra.core.plugins import Plugins; Plugins.instance(); print('torch' in "
+        "sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]

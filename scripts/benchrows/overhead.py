@@ -135,8 +135,7 @@ def setup_rows(setup: tuple, found: dict[str, list[float]], chars: int) -> list[
             f"{spread(found['alternating'])}; A/A control {spread(found['control'])}; separate fits "
             f"{spread(separate)}",
             f"{what}; median (min to max) over rounds of: one fit swapping the module's class every {block} "
-            "steps, "
-            f"median step time of each; the control swaps to an identical class",
+            "steps, median step time of each; the control swaps to an identical class",
         ),
     ]
 

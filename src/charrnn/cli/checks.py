@@ -33,8 +33,8 @@ def check_devices(trainer_cfg: DictConfig) -> None:
         if available < wanted:
             raise UserError(
                 f"trainer.accelerator={request.accelerator} asks for {wanted} CUDA GPU(s) but this machine "
-                f"has {available}; "
-                f"use trainer=cpu or trainer=auto, or install a CUDA build of torch on a machine with GPUs"
+                f"has {available}; use trainer=cpu or trainer=auto, or install a CUDA build of torch on a "
+                "machine with GPUs"
             )
 
 
@@ -53,10 +53,8 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
     elif job.in_sweep and processes > 1:
         raise SweepRefused(
             f"a sweep (-m) job cannot start {processes} DDP processes with this launcher, because Lightning "
-            "would re-run the "
-            "whole sweep in every extra rank; run each DDP job on its own without -m, or sweep with "
-            "hydra/launcher=slurm "
-            f"(one SLURM task per device)"
+            "would re-run the whole sweep in every extra rank; run each DDP job on its own without -m, or "
+            "sweep with hydra/launcher=slurm (one SLURM task per device)"
         )
     if (
         processes > 1
@@ -65,9 +63,8 @@ def check_sweep_job(cfg: DictConfig, job: Job) -> None:
     ):
         raise UserError(
             "DDP with data.batching=stateful needs trainer.use_distributed_sampler=false (trainer=ddp and "
-            "trainer=ddp_cpu set it): "
-            "Lightning's sampler would deal each stream's windows to different ranks and break the carried "
-            "hidden state"
+            "trainer=ddp_cpu set it): Lightning's sampler would deal each stream's windows to different "
+            "ranks and break the carried hidden state"
         )
 
 
@@ -80,8 +77,8 @@ def check_slurm_ranks(devices: int, num_nodes: int, job: Job) -> None:
         f"hydra.launcher.tasks_per_node={job.tasks_per_node} x nodes={job.nodes} starts that many ranks per "
         f"job (one per SLURM task), but the trainer runs {devices} process(es) per node x "
         f"trainer.num_nodes={num_nodes}; make them equal: trainer=ddp_cpu hydra.launcher.tasks_per_node=2 on "
-        f"CPUs, trainer=ddp hydra.launcher.tasks_per_node=<GPUs per node> on GPUs, or tasks_per_node=1 for "
-        f"one-process trainers"
+        "CPUs, trainer=ddp hydra.launcher.tasks_per_node=<GPUs per node> on GPUs, or tasks_per_node=1 for "
+        "one-process trainers"
     )
 
 

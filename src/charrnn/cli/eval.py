@@ -24,9 +24,8 @@ from charrnn.cli.args import as_bool, as_int, as_str, check_device, check_path, 
 from charrnn.core.errors import UserError
 
 USAGE = """\
-usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N] [seq_len=N]
-[device=cpu]
-                    [allow_corpus_change=true] [--json]
+usage: charrnn-eval RUN_DIR_OR_CKPT [split=val|test|train|standard_val] [path=FILE] [batch_size=N]
+                    [seq_len=N] [device=cpu] [allow_corpus_change=true] [--json]
 
 Score a trained charrnn run on a split of its corpus or on any text file: loss (nats/char),
 bits per char, perplexity and accuracy over the whole text, reading it statefully as validation
@@ -71,9 +70,8 @@ def check_corpus_unchanged(run: Any, text: str, split: str, allowed: bool) -> No
     if before and before != now and not allowed:
         raise UserError(
             f"the run's corpus changed since it trained (sha256 {before[:12]}... in run.json, {now[:12]}... "
-            "now), "
-            f"so split={split} is not the split it was trained and scored on; pass allow_corpus_change=true "
-            f"to score the changed text anyway, or path=FILE to score any other text"
+            f"now), so split={split} is not the split it was trained and scored on; pass "
+            "allow_corpus_change=true to score the changed text anyway, or path=FILE to score any other text"
         )
 
 
@@ -87,8 +85,7 @@ def run_text(run: Any) -> str:
     if run.config is None:
         raise UserError(
             f"{str(run.checkpoint_path)!r} is not inside a run directory with .hydra/config.yaml, so its "
-            "splits are unknown; "
-            f"pass path=FILE to score a text file"
+            "splits are unknown; pass path=FILE to score a text file"
         )
     data = run.config.get("data") or {}
     path = data.get("path")
@@ -132,10 +129,10 @@ def run_splits(run: Any, split: str, allow_change: bool = False) -> tuple[dict[s
             sorted(set(run.vocab.chars) - set(vocab.chars)),
         )
         raise UserError(
-            f"the corpus the run's config names now has a different vocabulary than the checkpoint "
+            "the corpus the run's config names now has a different vocabulary than the checkpoint "
             f"({len(vocab)} vs {len(run.vocab)} characters; new: {''.join(extra)[:20]!r}, gone: "
-            f"{''.join(missing)[:20]!r}), "
-            f"so its splits are not the ones the model was trained on; pass path=FILE to score a text file"
+            f"{''.join(missing)[:20]!r}), so its splits are not the ones the model was trained on; pass "
+            "path=FILE to score a text file"
         )
     # The corpus's last 10 %, whatever the run's own cut; "hello" (not cut) trains on all of it.
     held_out = fractions is not None and standard_val_held_out(fractions)
@@ -159,8 +156,7 @@ def print_table(record: dict[str, Any]) -> None:
         )
         print(
             f"standard val {record['standard_val_loss']:.6f} nats/char = {record['standard_val_bpc']:.6f} "
-            "bpc "
-            f"(the corpus's last 10 %, as nanoGPT; {held_out})"
+            f"bpc (the corpus's last 10 %, as nanoGPT; {held_out})"
         )
 
 

@@ -147,8 +147,8 @@ def hold_slot(pool: list[int], jobs_per_gpu: int, lock_dir: Path, holder: str) -
     if taken is None:
         print(
             f"charrnn-train: note: all {len(pool) * jobs_per_gpu} device slots (device_lease.pool={pool}, "
-            f"jobs_per_gpu={jobs_per_gpu}) "
-            f"are leased by other jobs; waiting for one (lock files in {lock_dir})",
+            f"jobs_per_gpu={jobs_per_gpu}) are leased by other jobs; waiting for one (lock files in "
+            f"{lock_dir})",
             file=sys.stderr,
             flush=True,
         )

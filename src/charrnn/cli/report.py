@@ -1,14 +1,13 @@
 """``charrnn-report SWEEP_DIR``: one row per job of a Hydra sweep, best validation bpc first.
 
 A job is a subdirectory holding ``.hydra/overrides.yaml``. Its status: ``done`` (``metrics.json``, or
-``run.json`` says so where metrics.json is damaged),
-``cancelled`` (its ``error.txt`` says so: the SLURM launcher's record), ``failed`` (any other ``error.txt``,
-or ``run.json`` / the Hydra job log says so), ``stopped`` (``run.json``: by a signal), else ``running``;
-unfinished jobs are read from their TensorBoard scalars so far, and listed with their reason and SLURM log.
-Prints a table and writes ``report.md``, ``report.csv`` and ``report.png`` (val/bpc against each swept
-parameter, and the validation curves) into the sweep directory. Damaged files in a job dir (overrides,
-metrics of the wrong type) are one warning line each; a sweep dir that cannot be written gets the table
-and one sentence, exit 2.
+``run.json`` says so where metrics.json is damaged), ``cancelled`` (its ``error.txt`` says so: the SLURM
+launcher's record), ``failed`` (any other ``error.txt``, or ``run.json`` / the Hydra job log says so),
+``stopped`` (``run.json``: by a signal), else ``running``; unfinished jobs are read from their TensorBoard
+scalars so far, and listed with their reason and SLURM log. Prints a table and writes ``report.md``,
+``report.csv`` and ``report.png`` (val/bpc against each swept parameter, and the validation curves) into the
+sweep directory. Damaged files in a job dir (overrides, metrics of the wrong type) are one warning line each;
+a sweep dir that cannot be written gets the table and one sentence, exit 2.
 """
 
 from __future__ import annotations

@@ -116,9 +116,9 @@ def check_resume_matches(
     hparams = ckpt["hyper_parameters"]
     if list(hparams.get("vocab", "")) != vocab_chars:
         raise UserError(
-            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} "
-            "characters, but this run's data has "
-            f"{len(vocab_chars)} different ones; resume with the data config the checkpoint was trained on"
+            f"checkpoint {path!r} was trained on a vocabulary of {len(hparams.get('vocab', ''))} characters, "
+            f"but this run's data has {len(vocab_chars)} different ones; resume with the data config the "
+            "checkpoint was trained on"
         )
     saved = hparams.get("model", {})
     differing = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))

@@ -223,8 +223,8 @@ class SubmititSlurmLauncher(SlurmLauncher):
         self, overrides: Sequence[str], num: int, text: str, started_only: bool = False
     ) -> Path | None:
         """``error.txt`` in the job's dir (one the job wrote stays), and ``.hydra/overrides.yaml`` for a job
-        that
-        never started, so that charrnn-report lists it (with ``started_only``: none). Returns the job dir."""
+        that never started, so that charrnn-report lists it (with ``started_only``: none). Returns the job
+        dir."""
         assert self.config is not None and self.hydra_context is not None
         made = [
             p

@@ -140,9 +140,8 @@ def check_request(params: dict[str, Any], partition: str, nodes: list[Node], gpu
     if mem_mb is not None and mem_mb > (most := max(n.mem_mb for n in nodes)):
         raise UserError(
             f"hydra.launcher.mem_gb={mem_gb} asks for {mem_gb} GB of memory on one node, but the largest "
-            "node "
-            f"of {part} has {most / 1024:.1f} GB; lower hydra.launcher.mem_gb (null: the cluster's default) "
-            f"or {fix}"
+            f"node of {part} has {most / 1024:.1f} GB; lower hydra.launcher.mem_gb (null: the cluster's "
+            f"default) or {fix}"
         )
     if gpus > (most := max(n.gpus for n in nodes)):
         has, fix = (

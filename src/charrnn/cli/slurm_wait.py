@@ -33,8 +33,7 @@ def reason(state: str) -> str:
 
 def job_line(job_id: str, state: str, log_path: Any, num: int | None = None) -> str:
     """``sweep job 1 (SLURM job 7_1) was cancelled: CANCELLED by 0; log: ...``; without ``num``: ``job 7_1
-    ...``
-    (an array task ``<array>_<index>``, whose index is the sweep job's number within its batch)."""
+    ...`` (an array task ``<array>_<index>``, whose index is the sweep job's number within its batch)."""
     who = f"sweep job {num} (SLURM job {job_id})" if num is not None else f"job {job_id}"
     what = "was cancelled" if state.startswith("CANCELLED") else "failed"
     return f"{who} {what}: {reason(state)}; log: {log_path}"

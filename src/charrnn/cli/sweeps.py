@@ -77,9 +77,8 @@ def resume_argv(argv: Sequence[str], sweep: Path) -> list[str]:
         ):
             raise UserError(
                 f"'{extra}' would change which jobs this sweep is (its swept keys, its data, its config "
-                "groups or launcher); "
-                "a resumed sweep takes only single values such as trainer.max_steps=N -- start a new sweep "
-                "for this"
+                "groups or launcher); a resumed sweep takes only single values such as trainer.max_steps=N "
+                "-- start a new sweep for this"
             )
     # The extras travel as one list that every job applies itself (sweep_job_config), not as Hydra overrides:
     # the job dir names (and what each job's Hydra records) stay exactly the sweep's own.

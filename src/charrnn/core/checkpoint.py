@@ -67,8 +67,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(
-            f"checkpoint {str(p)!r} {'is a directory' if p.is_dir() else 'does not exist'}; pass the path "
-            "of a .ckpt file"
+            f"checkpoint {str(p)!r} {'is a directory' if p.is_dir() else 'does not exist'}; pass the path of "
+            "a .ckpt file"
         )
     if not zipfile.is_zipfile(p):
         raise CheckpointError(

@@ -65,8 +65,8 @@ def read_text_file(path: str | os.PathLike[str], encoding: str = "utf-8", errors
     except UnicodeDecodeError as e:
         raise CorpusError(
             f"corpus file {str(p)!r} is not valid {encoding}: byte offset {e.start} "
-            f"({raw[e.start : e.start + 1]!r}); "
-            f"convert it, or set data.encoding=<codec> or data.errors=replace"
+            f"({raw[e.start : e.start + 1]!r}); convert it, or set data.encoding=<codec> or "
+            "data.errors=replace"
         ) from None
     except LookupError:
         raise CorpusError(

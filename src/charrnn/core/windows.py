@@ -64,8 +64,7 @@ def check_split(split: Any, key: str = "data.split") -> list[float]:
     if values[0] <= 0 or values[1] <= 0 or values[2] < 0:
         raise UserError(
             f"{key}={values} leaves an empty train or val split; give train and val a fraction above 0 and "
-            "test one of "
-            f"at least 0 (0: no test), e.g. [0.9,0.05,0.05] or [0.9,0.1,0.0]"
+            "test one of at least 0 (0: no test), e.g. [0.9,0.05,0.05] or [0.9,0.1,0.0]"
         )
     return values
 
@@ -110,15 +109,14 @@ def cut_splits(
             if len(part) < need[name]:
                 raise UserError(
                     f"the {name} split has {len(part)} characters of the corpus's {len(tokens)}, fewer than "
-                    f"the {need[name]} it needs; "
-                    f"use a longer text, a smaller data.seq_len, or other data.split fractions"
+                    f"the {need[name]} it needs; use a longer text, a smaller data.seq_len, or other "
+                    "data.split fractions"
                 )
     for name, part in splits.items():
         if 0 < len(part) and len(part) - 1 < streams and (name != "train" or stateful):
             raise UserError(
                 f"the {name} split has {len(part) - 1} targets, fewer than data.batch_size={streams} "
-                "streams; "
-                f"lower data.batch_size, or give {name} a larger data.split fraction"
+                f"streams; lower data.batch_size, or give {name} a larger data.split fraction"
             )
     return splits
 
@@ -199,9 +197,8 @@ class EpochSampler(Sampler[int]):
     Checkpoints are taken at step ends only (never mid-accumulation: charrnn.lit.checkpoints and
     charrnn.lit.stop wait for the step). Lightning's own epoch number is not used: a run restarted
     at an epoch's end counts that epoch twice. :meth:`set_epoch` (Lightning calls it before every epoch) reads
-    the step count; on resume
-    Lightning builds the first iterator before that call, so :meth:`resume_at` places the sampler
-    first, from the checkpoint's :meth:`position`.
+    the step count; on resume Lightning builds the first iterator before that call, so :meth:`resume_at`
+    places the sampler first, from the checkpoint's :meth:`position`.
     """
 
     def __init__(
@@ -247,10 +244,10 @@ class EpochSampler(Sampler[int]):
 
     def resume_at(self, epoch: int, batches: int, epoch_batches: int | None = None) -> None:
         """Continue from a checkpoint's :meth:`position` (the step count is the checkpoint's): ``batches``
-        into
-        ``epoch``, or at the start of the next epoch when that one was read to its end (``epoch_batches``:
-        its length then). Later epochs count from there, so an epoch's length may change at its end
-        (another batch size, limit or accumulation): the next epoch still reads the split from its start."""
+        into ``epoch``, or at the start of the next epoch when that one was read to its end
+        (``epoch_batches``: its length then). Later epochs count from there, so an epoch's length may change
+        at its end (another batch size, limit or accumulation): the next epoch still reads the split from its
+        start."""
         if batches >= (epoch_batches or self.epoch_batches()):
             epoch, batches = epoch + 1, 0
         done = math.ceil(batches / self.accumulate())

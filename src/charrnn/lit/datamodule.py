@@ -212,10 +212,9 @@ class CharDataModule(L.LightningDataModule):
                 if now.get(key, then) != then:
                     raise UserError(
                         f"the checkpoint was saved mid-epoch ({batches} of {length} batches into epoch "
-                        f"{epoch}) with {key}={then}, "
-                        f"and this resume has {key}={now[key]}: its place in the epoch and its carried "
-                        f"state hold only for {then}; "
-                        f"resume with {key}={then}, or start a new run"
+                        f"{epoch}) with {key}={then}, and this resume has {key}={now[key]}: its place in the "
+                        f"epoch and its carried state hold only for {then}; resume with {key}={then}, or "
+                        "start a new run"
                     )
 
     def val_dataloader(self) -> DataLoader:

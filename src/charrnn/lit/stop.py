@@ -4,10 +4,9 @@ honest.
 Clusters preempt with SIGTERM, users press Ctrl-C, and SLURM warns a job with SIGUSR2 before its
 time limit (submitit asks for ``--signal=USR2@<signal_delay_s>``). :class:`StopOnSignal` turns any
 of them into: finish the current step (and its logging and validation), write ``last.ckpt`` (atomically, as
-every
-checkpoint), and raise :class:`Stopped`, which ``charrnn-train`` reports in one line and exits
-128 + the signal number (143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2); in a SLURM job it
-hands SIGUSR2 on to submitit, which requeues the job (charrnn.cli.slurm). A second Ctrl-C stops at once.
+every checkpoint), and raise :class:`Stopped`, which ``charrnn-train`` reports in one line and exits 128 + the
+signal number (143 for SIGTERM, 130 for SIGINT, 140 for SIGUSR2); in a SLURM job it hands SIGUSR2 on to
+submitit, which requeues the job (charrnn.cli.slurm). A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
