@@ -218,3 +218,25 @@ def test_a_fifo_corpus_is_read_like_a_pipe(tmp_path):
         record["status"] == "done"
         and record["corpus"]["sha256"] == hashlib.sha256(TINY_TEXT.encode()).hexdigest()
     )
+
+
+def test_a_stop_raised_inside_omegaconf_or_hydra_instantiate_stays_the_stop():
+    """A signal before training raises Stopped wherever the process is; inside OmegaConf's node access
+    (which re-creates a caught Exception from its message) or Hydra's instantiate (which wraps one), it
+    must still reach charrnn-train's handler as the stop (a parallel sweep's trial once failed so)."""
+    from omegaconf import OmegaConf
+
+    from charrnn.cli.training import instantiate
+    from charrnn.lit.stop import Stopped
+
+    def stop() -> None:
+        raise Stopped(signal.SIGTERM)
+
+    OmegaConf.register_new_resolver("test_stop_now", stop, replace=True)
+    node = OmegaConf.create({"_target_": "builtins.dict", "value": "${test_stop_now:}"})
+    with pytest.raises(Stopped) as got:
+        _ = node.value
+    assert got.value.exit_code == 143
+    with pytest.raises(Stopped) as got:
+        instantiate(node)
+    assert str(got.value) == "stopped by SIGTERM before training started"

@@ -27,7 +27,7 @@ from charrnn.core.errors import UserError
 from charrnn.lit.checkpoint_io import SafeCheckpointIO
 from charrnn.lit.module import CharRNNModule
 from charrnn.lit.profiler import QuietProfiler
-from charrnn.lit.stop import StopOnSignal, Stopped
+from charrnn.lit.stop import StopOnSignal
 
 HPARAM_METRICS = ("val/bpc", "val/bpc_best")
 
@@ -43,13 +43,10 @@ class RunContext:
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate``, with a constructor's refusal of a value reported as a user error
-    and a stop (a signal that arrived while it ran) raised as the stop it is, not Hydra's error."""
+    """``hydra.utils.instantiate``, with a constructor's refusal of a value reported as a user error."""
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
-        if isinstance(e.__cause__, Stopped):
-            raise e.__cause__ from None
         if isinstance(e.__cause__, ValueError):
             raise UserError(str(e.__cause__)) from None
         if isinstance(

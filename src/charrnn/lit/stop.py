@@ -25,9 +25,13 @@ from lightning.pytorch.callbacks import Callback
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
-class Stopped(Exception):
+class Stopped(BaseException):
     """A run stopped by a signal, after saving ``checkpoint`` (None: before training, nothing to save);
-    ``exit_code`` is 128 + the signal number."""
+    ``exit_code`` is 128 + the signal number.
+
+    A BaseException, as KeyboardInterrupt is: raised by the handler at any moment before training, it
+    must pass through the libraries' ``except Exception`` (OmegaConf re-creates a caught exception from
+    its message, Hydra's instantiate wraps it) to charrnn-train's own handler."""
 
     def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
         self.signal_name, self.step, self.checkpoint = signal.Signals(signum).name, step, checkpoint
