@@ -294,16 +294,11 @@ def train_in_process(overrides: list[str], output_dir: Path) -> float:
         return run(cfg, Job(overrides=tuple(overrides)), stopper)
 
 
-# Modules whose every test runs real processes for tens of seconds, marked slow here because another
-# change owns the module this session: `pytest -m "not slow"` stays the fast loop. Move the mark into
-# the module (pytestmark = pytest.mark.slow) and drop it from this set.
-SLOW_MODULES = {"test_sweep_resume.py"}
-
-
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marks
 def pytest_collection_modifyitems(config, items):
+    """A SLURM test is a slow test too (real jobs through a real slurmctld): `-m "not slow"` stays fast."""
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.slow)
 
 

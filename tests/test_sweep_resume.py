@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from conftest import TINY_RUN, TINY_TEXT, tensorboard_history
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(Path(sys.executable).parent / "charrnn-train")
 SWEEP = [*TINY_RUN, "data=text", "seed=1,2,3,4"]
+
+pytestmark = pytest.mark.slow  # real sweeps, killed and resumed: tens of seconds each
 
 
 def train(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
@@ -122,3 +126,76 @@ def test_identity_override_refused_and_extension_trains_further(
         assert (job / ".hydra" / "config.yaml").read_text() == (
             reference / job.name / ".hydra" / "config.yaml"
         ).read_text()
+
+
+def processes_of(marker: str) -> list[int]:
+    """Live processes that carry ``CHARRNN_TEST_SWEEP=<marker>`` in their environment: a sweep and all
+    it started (workers, submitit's controllers, loky's resource tracker)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"CHARRNN_TEST_SWEEP={marker}".encode() in environ.read_bytes().split(b"\0"):
+                stat = (environ.parent / "stat").read_text().rpartition(")")[2].split()
+                found += [] if stat[0] == "Z" else [int(environ.parent.name)]
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "processes"])
+def test_sigterm_to_the_sweep_process_stops_every_job_and_resume_finishes_it(
+    tmp_path: Path, corpus: Path, reference: Path, launcher: str
+) -> None:
+    """``kill <sweep pid>`` (the process, not its group) under a launcher whose jobs are other processes:
+    each running job saves and stops, the sweep says so in one line and exits 143, no process of it is
+    left, and ``-m resume=`` continues it to the uninterrupted sweep's results."""
+    held = [0, 1] if launcher == "parallel" else [0, 1, 2, 3]  # submitit's local executor starts all at once
+    hold = [
+        "+callbacks.hold._target_=hold_until_stopped.HoldUntilStopped",
+        f"+callbacks.hold.jobs=[{','.join(map(str, held))}]",
+        "+callbacks.hold.step=8",
+        f"+callbacks.hold.dir={tmp_path}",
+        "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.hold._target_,"
+        "callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir]",
+    ]
+    extra = [f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2" if launcher == "parallel" else ""]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), "CHARRNN_TEST_SWEEP": str(tmp_path)}
+    sweep = subprocess.Popen(
+        [TRAIN, "-m", *SWEEP, *filter(None, extra), *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not all((tmp_path / f"held_{n}").exists() for n in held):
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.stderr.read()[-3000:]
+            time.sleep(0.1)
+        sweep.send_signal(signal.SIGTERM)
+        stderr = sweep.communicate(timeout=120)[1]
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    ours = [line for line in stderr.splitlines() if line.startswith("charrnn-train:")]
+    assert sweep.returncode == 143, stderr[-3000:]
+    assert ours == [
+        f"charrnn-train: stopped by SIGTERM: {len(held)} running job(s) saved and stopped; "
+        f"continue with: charrnn-train -m resume={tmp_path / 'sweep'}"
+    ], stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    deadline = time.monotonic() + 10  # a process on its way out may take a moment
+    while (left := processes_of(str(tmp_path))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+    sweep_dir = tmp_path / "sweep"
+    for num in held:
+        (job,) = sweep_dir.glob(f"{num}_*")
+        record = json.loads((job / "run.json").read_text())
+        assert record["status"] == "stopped" and record["checkpoint"], (job.name, record)
+    resumed = train(["-m", f"resume={sweep_dir}"], tmp_path, corpus)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(jobs(sweep_dir)) == 4 and not list(sweep_dir.glob("*/checkpoints/*-v1.ckpt"))
+    for got, want in zip(jobs(sweep_dir), jobs(reference)):
+        assert result(got) == result(want), got.name

@@ -213,9 +213,13 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(sweep):
 def test_a_failing_job_does_not_stop_or_lose_the_others(failing):
     sweep, proc = failing
     assert proc.returncode == 1
-    # One line per failure, then Hydra's closing one: no traceback.
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "charrnn-train: error: unknown model.cell='bogus'" in proc.stderr and "sweep job 1" in proc.stderr
+    # One line for the failed job, naming it: no traceback, no Hydra line before it, not printed twice.
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("charrnn-train:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert (
+        lines[0].startswith("charrnn-train: error: unknown model.cell='bogus'") and "sweep job 1" in lines[0]
+    )
     good, bad = job_dirs(sweep)
     assert json.loads((good / "metrics.json").read_text())["global_step"] == 10
     assert not (bad / "metrics.json").exists()
@@ -313,6 +317,7 @@ def test_a_failed_job_in_its_own_process_is_one_readable_line(tmp_path, corpus):
     )
     assert "error.txt" in lines[0] and f"charrnn-report {sweep.resolve()}" in lines[0]
     assert "Traceback" not in proc.stderr and "check the spelling" not in proc.stderr
+    assert "Error executing job" not in proc.stderr, proc.stderr[-3000:]
     assert (good / "metrics.json").is_file() and (bad / "error.txt").read_text().startswith(
         "charrnn-train: error: unknown model.cell"
     )

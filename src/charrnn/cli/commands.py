@@ -46,3 +46,8 @@ def override(key: str, value: str) -> str:
 def resume_command(run_dir: str | Path) -> str:
     """``charrnn-train resume=<run_dir>``, ready to paste into a shell."""
     return f"charrnn-train {override('resume', str(run_dir))}"
+
+
+def sweep_resume_command(sweep_dir: str | Path) -> str:
+    """``charrnn-train -m resume=<sweep_dir>``, ready to paste into a shell: continues the whole sweep."""
+    return f"charrnn-train -m {override('resume', str(sweep_dir))}"

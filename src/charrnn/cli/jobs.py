@@ -47,7 +47,10 @@ class SweepRefused(UserError):
 
 class JobFailed(CompactHydraException):
     """A sweep job's user error, re-raised so the launcher records the job as failed and goes on;
-    Hydra prints a compact exception as its one message, not a traceback."""
+    Hydra prints a compact exception as its one message, not a traceback. ``shown``: the job printed
+    it on the stderr the sweep shares, so charrnn-train does not print it again."""
+
+    shown = False
 
 
 def share_machine(cfg: DictConfig, job: Job) -> DictConfig:

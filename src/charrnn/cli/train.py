@@ -27,11 +27,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import charrnn.cli.resolvers  # noqa: F401  (the resolvers the config uses, before Hydra composes it)
-from charrnn.cli import sweeps
+from charrnn.cli import sweeps, sweepstop
 from charrnn.cli.checks import check_run
 from charrnn.cli.commands import resume_command
+from charrnn.cli.hydra_lines import hydra_error_line, without_job_error_line
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
+from charrnn.cli.sweepstop import SweepStopped
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
 
@@ -52,11 +54,16 @@ def record_failure(out: Any, message: str) -> None:
 
 
 def job_failed(out: Any, message: str, job: Job) -> JobFailed:
-    """A sweep job's failure as one sentence naming the job and where its details are."""
-    return JobFailed(
+    """A sweep job's failure as one sentence naming the job and where its details are, printed by the job
+    as it fails. Where the job's stderr is the sweep's own (basic launcher, joblib) that is the only line
+    the user sees for it; under submitit it goes to the job's log, and ``cli`` prints it again."""
+    failed = JobFailed(
         f"{message} [sweep job {job.num}: {out}; details in error.txt there; charrnn-report "
         f"{Path(str(out)).parent} lists every job]"
     )
+    print(failed, file=sys.stderr)
+    failed.shown = not job.launched_by("submitit")
+    return failed
 
 
 def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
@@ -82,7 +89,6 @@ def hand_to_submitit(stop: Stopped, out: Any, job: Job) -> None:
             f"{PROG}: error: {stop}, near its time limit, and not requeued: {why} "
             f"(hydra.launcher.max_num_timeout); continue with: {resume_command(out)}"
         )
-        print(message, file=sys.stderr)
         record_failure(out, message)
         raise job_failed(out, message, job) from None
 
@@ -139,6 +145,8 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
         accelerator = str(cfg.trainer.get("accelerator"))
         record = RunRecord(Path(str(out)), cfg.seed, accelerator, list(job.overrides), began, launch)
         try:
+            if (signum := sweepstop.stopping()) is not None:  # its sweep was stopped before this job started
+                raise Stopped(signum)
             with lease_device(cfg, job) as lease:
                 if lease is not None:  # the device slot this sweep job holds, and when (charrnn.cli.lease)
                     lease.report_to(record)
@@ -173,6 +181,15 @@ def exit_after_ending(signum: int, out: Any) -> None:
     sys.exit(128 + int(signum))
 
 
+def stop_line(stop: Stopped, out: Any) -> str:
+    """What a stopped run says: what was saved and how to continue."""
+    if stop.checkpoint is not None:
+        return f"{stop}; checkpoint saved; continue with: {resume_command(out)}"
+    if (Path(str(out)) / "checkpoints" / "last.ckpt").is_file():  # a resume stopped before it trained
+        return f"{stop}; its last checkpoint is as it was; continue with: {resume_command(out)}"
+    return f"{stop}; nothing was trained or saved; start the run again"
+
+
 @hydra.main(version_base="1.3", config_path="pkg://charrnn.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """One run (or one sweep job): user mistakes end in one sentence on stderr and exit code 2.
@@ -187,7 +204,8 @@ def main(cfg: DictConfig) -> float:
     job = job_from_hydra()
     multirun = job.in_sweep
     try:
-        with StopOnSignal().handling() as stopper:  # outermost: a signal at any moment ends the run honestly
+        # outermost: a signal at any moment ends the run honestly; a sweep of other processes can send one
+        with StopOnSignal().handling() as stopper, sweepstop.registered(out):
             result = run(cfg, job, stopper)
         if stopper.received in (signal.SIGTERM, signal.SIGINT):  # SIGUSR2 (SLURM's warning): done is done
             exit_after_ending(stopper.received, out)
@@ -195,24 +213,17 @@ def main(cfg: DictConfig) -> float:
     except Stopped as e:
         if e.signal_name == "SIGUSR2" and callable(signal.getsignal(signal.SIGUSR2)):
             hand_to_submitit(e, out, job)
-        if e.checkpoint is not None:
-            print(f"{PROG}: {e}; checkpoint saved; continue with: {resume_command(out)}", file=sys.stderr)
-        elif (Path(str(out)) / "checkpoints" / "last.ckpt").is_file():  # a resume stopped before it trained
-            print(
-                f"{PROG}: {e}; its last checkpoint is as it was; continue with: {resume_command(out)}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"{PROG}: {e}; nothing was trained or saved; start the run again", file=sys.stderr)
+        if sweepstop.stopping() is None:  # else the sweep says it once for all its jobs
+            print(f"{PROG}: {stop_line(e, out)}", file=sys.stderr)
         sys.exit(e.exit_code)  # in a sweep too: the stop ends the whole sweep, non-zero
     except UserError as e:
         if os.environ.get("CHARRNN_FULL_ERROR") == "1":
             raise
         message = f"{PROG}: error: {e}"
-        print(message, file=sys.stderr)
         record_failure(record_to, message)
         if multirun and not (isinstance(e, SweepRefused) and job.launcher.endswith("BasicLauncher")):
             raise job_failed(out, message, job) from None  # the launcher goes on with the other jobs
+        print(message, file=sys.stderr)
         sys.exit(
             2
         )  # a single run; or a refused sweep, stopped at its first job (basic launcher: this process)
@@ -229,21 +240,6 @@ def main(cfg: DictConfig) -> float:
         if multirun:
             raise job_failed(out, message, job) from e
         raise
-
-
-def hydra_error_line(error: BaseException) -> str:
-    """Hydra's multi-line config error (and its OmegaConf cause) as one line, without search-path hints."""
-    text = str(error) + (f"\n{error.__cause__}" if error.__cause__ is not None else "")
-    kept: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("Config search path", "provider=", "full_key:", "object_type=")):
-            continue
-        if raw.startswith("\t") and kept and kept[-1].startswith("Available options"):
-            kept[-1] += (" " if kept[-1].endswith(":") else ", ") + line
-        else:
-            kept.append(line)
-    return " ".join(kept)
 
 
 def cli() -> None:
@@ -270,13 +266,26 @@ def cli() -> None:
         except UserError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+    with without_job_error_line():
+        try:
+            main_reported()
+        except SweepStopped as e:  # SIGTERM/SIGINT to a sweep of local job processes (charrnn.cli.sweepstop)
+            print(f"{PROG}: {e}", file=sys.stderr)
+            raise SystemExit(e.exit_code) from None
+        finally:
+            sweepstop.release()
+
+
+def main_reported() -> None:
+    """:func:`main`, with each error Hydra or a launcher raises as one line and its exit code."""
     if os.environ["CHARRNN_FULL_ERROR"] == "1":
         main()
         return
     try:
         main()
     except JobFailed as e:
-        print(str(e) if str(e).startswith(f"{PROG}:") else f"{PROG}: {e}", file=sys.stderr)
+        if not e.shown:  # the job printed it where the user does not look (submitit's log)
+            print(str(e) if str(e).startswith(f"{PROG}:") else f"{PROG}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except HydraException as e:
         hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
