@@ -18,7 +18,7 @@ train: $(VENV)/.installed
 	$(VENV)/bin/charrnn-train $(ARGS)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from slurm import slurm_cluster  # noqa: F401  (the one definition of the session's SLURM fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"
 

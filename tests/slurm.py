@@ -1,16 +1,19 @@
-"""A real one-node SLURM with accounting for the tests (scripts/slurm/localhost.sh), shared by the test
-modules that import :func:`slurm_cluster`: the cluster SLURM_CONF points to if it answers, else one started
-here (as root on Debian, with slurm installed) and stopped when the last module using it is done; else a skip
-saying how to get one.
+"""A real one-node SLURM with accounting for the tests (scripts/slurm/localhost.sh): the fixture
+:func:`slurm_cluster` (registered once, in conftest.py) gives the cluster SLURM_CONF points to if it
+answers, else one started here (as root on Debian, with slurm installed), shared by the run's pytest workers
+and stopped by the last of them; else a skip saying how to get one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,31 +95,59 @@ def start_cluster() -> SlurmCluster:
     return cluster
 
 
-_SHARED: dict = {"cluster": None, "users": 0, "old_conf": None}
+@contextlib.contextmanager
+def run_wide_lock() -> Iterator[Path]:
+    """A dir shared by every pytest worker of this run (xdist gives them one PYTEST_XDIST_TESTRUNUID),
+    held under an exclusive lock: the workers start one cluster between them and the last one out stops it."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"single-{os.getpid()}")
+    shared = Path(tempfile.gettempdir()) / f"charrnn-slurm-tests-{run}"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared
+
+
+def join_cluster(shared: Path) -> SlurmCluster:
+    """The run's cluster: the one another worker started (its state dir is recorded in ``shared``), or one
+    this worker starts (start_cluster) and records."""
+    record = shared / "state_dir"
+    if record.is_file():
+        state = Path(record.read_text())
+        cluster = SlurmCluster(str(state / "etc" / "slurm.conf"), state)
+        if cluster.answers():
+            return cluster
+    cluster = start_cluster()
+    if cluster.state_dir is not None:
+        record.write_text(str(cluster.state_dir))
+    return cluster
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """One cluster for the session; each test module that imports this fixture holds it until its end."""
-    if _SHARED["cluster"] is None:
+    """One cluster for the whole run, shared by its pytest workers (SLURM tests run on any of them; the
+    single node queues their jobs): started by the first worker that needs it, stopped by the last one
+    to finish, and only if this run started it. conftest.py registers this fixture (one definition)."""
+    me = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with run_wide_lock() as shared:
         try:
-            cluster = start_cluster()
+            cluster = join_cluster(shared)
         except SlurmUnavailable as e:
             pytest.skip(str(e))
-        _SHARED.update(cluster=cluster, old_conf=os.environ.get("SLURM_CONF"))
-        os.environ["SLURM_CONF"] = cluster.conf  # submitit and the CLI subprocesses call sbatch/sacct with it
-    _SHARED["users"] += 1
+        (shared / f"user-{me}").touch()
+    old_conf = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf  # submitit and the CLI subprocesses call sbatch/sacct with it
     try:
-        yield _SHARED["cluster"]
+        yield cluster
     finally:
-        _SHARED["users"] -= 1
-        if _SHARED["users"] == 0:
-            if _SHARED["old_conf"] is None:
-                os.environ.pop("SLURM_CONF", None)
-            else:
-                os.environ["SLURM_CONF"] = _SHARED["old_conf"]
-            _SHARED["cluster"].stop()
-            _SHARED["cluster"] = None
+        if old_conf is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old_conf
+        with run_wide_lock() as shared:
+            (shared / f"user-{me}").unlink(missing_ok=True)
+            if not list(shared.glob("user-*")):
+                cluster.stop()
+                (shared / "state_dir").unlink(missing_ok=True)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):

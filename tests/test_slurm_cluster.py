@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from slurm import PARTITION, TERMINAL, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from slurm import PARTITION, TERMINAL, squeue, wait_until
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 
 
 def test_throttled_array_completes_and_sacct_reports_it(slurm_cluster, tmp_path):

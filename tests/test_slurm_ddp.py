@@ -19,7 +19,7 @@ import yaml
 from charrnn.cli.checks import check_sweep_job
 from charrnn.cli.jobs import Job, SweepRefused
 from conftest import TINY_TEXT, compose_config, only_run_dir, run_cli, tensorboard_history
-from slurm import slurm_cluster, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from slurm import wait_until
 from test_slurm_requeue import final_metrics
 from test_slurm_sweeps import job_dir, popen_cli, report_rows, the_sweep
 
@@ -75,7 +75,6 @@ def assert_one_job_dir_kept_by_rank_0(sweep: Path, local: Path) -> Path:
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_a_two_task_ddp_job_equals_the_local_ddp_run(slurm_cluster, local_ddp, tmp_path, capsys):
     started = time.monotonic()
     proc = run_cli([*SLURM, *corpus_args(tmp_path)], cwd=tmp_path, timeout=300)
@@ -101,7 +100,6 @@ def test_a_two_task_ddp_job_equals_the_local_ddp_run(slurm_cluster, local_ddp, t
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.parametrize(
     "command, signal_name",
     [(["scontrol", "requeue"], "SIGTERM"), (["scancel", "--signal=USR2"], "SIGUSR2")],

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_TEXT, run_cli
-from slurm import slurm_cluster  # noqa: F401  (the fixture)
 
 optuna = pytest.importorskip("optuna")
 from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: E402
@@ -45,7 +44,6 @@ SEARCH = [
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_slurm_trials_report_to_a_journal_file_and_are_pruned(slurm_cluster, tmp_path, capsys):
     corpus, journal = tmp_path / "tiny.txt", tmp_path / "shared" / "study.log"
     corpus.write_text(TINY_TEXT, encoding="utf-8")

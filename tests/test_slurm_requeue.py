@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import popen_cli, tensorboard_history
-from slurm import slurm_cluster, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from slurm import wait_until
 from test_slurm_sweeps import charrnn_lines, job_dir, report_rows, sweep_args, the_sweep
 
 # Long enough that job 1 is still training when it is interrupted after its first checkpoint.
@@ -70,7 +70,6 @@ def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_cluster, tmp_path, capsys):
     """``scontrol requeue`` (what preemption with PreemptMode=REQUEUE does): SIGTERM, then SLURM runs it
     again."""
@@ -88,7 +87,6 @@ def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_clus
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, tmp_path):
     """SIGUSR2, which SLURM sends signal_delay_s before timeout_min: the job saves, submitit requeues it."""
     code, stderr, _, _ = sweep_interrupting_job_1(
@@ -99,7 +97,6 @@ def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, 
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_time_outs_beyond_max_num_timeout_end_the_job_failed(slurm_cluster, tmp_path):
     code, stderr, _, _ = sweep_interrupting_job_1(
         slurm_cluster,

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, tensorboard_history
-from slurm import slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from slurm import squeue, wait_until
 from test_slurm_sweeps import job_dir, sweep_args, the_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,6 @@ def report(sweep: Path, cwd: Path) -> tuple[str, dict[str, dict[str, str]]]:
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_a_killed_slurm_sweep_resumes_without_a_second_copy_of_a_live_job(slurm_cluster, tmp_path, capsys):
     began = time.monotonic()
     holds = tmp_path / "holds"

@@ -22,7 +22,7 @@ from charrnn.cli import slurm as launcher
 from charrnn.cli.commands import resume_command
 from charrnn.core.errors import UserError
 from conftest import TINY_RUN, cli_in_process, popen_cli, write_corpus
-from slurm import TERMINAL, sacct, slurm_cluster, squeue, wait_until  # noqa: F401  (slurm_cluster: the fixture)
+from slurm import TERMINAL, sacct, squeue, wait_until
 
 SWEEP = [
     "-m",
@@ -68,7 +68,6 @@ def charrnn_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
     started = time.time()
     proc = cli_in_process(sweep_args(tmp_path, "optim.lr=1e-3,3e-3", "seed=1,2"), cwd=tmp_path, timeout=240)
@@ -114,7 +113,6 @@ def test_four_job_sweep_two_at_a_time(slurm_cluster, tmp_path, capsys):
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_scancel_of_one_job_ends_the_sweep_and_the_report_shows_it(slurm_cluster, tmp_path, capsys):
     proc = popen_cli(
         sweep_args(tmp_path, "trainer.max_steps=20,100000,20"), tmp_path
@@ -150,7 +148,6 @@ def test_scancel_of_one_job_ends_the_sweep_and_the_report_shows_it(slurm_cluster
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 def test_sigterm_to_the_sweep_cancels_its_array(slurm_cluster, tmp_path):
     proc = popen_cli(sweep_args(tmp_path, "trainer.max_steps=100000", "seed=1,2,3"), tmp_path)
     try:
@@ -172,7 +169,6 @@ def test_sigterm_to_the_sweep_cancels_its_array(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.parametrize("resource", ["cpus", "memory", "gpus"])
 def test_a_request_no_node_can_hold_is_one_sentence(slurm_cluster, tmp_path, resource):
     cpus, mem_mb = slurm_cluster.node()

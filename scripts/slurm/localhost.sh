@@ -71,7 +71,8 @@ cmd_install() {
 
 write_conf() {
     local host cpus mem pw
-    host=$(hostname -s) cpus=$(nproc)
+    # nproc honours OMP_NUM_THREADS (the test suite sets it to 1): the node's CPUs are the cores we may use
+    host=$(hostname -s) cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)  # MB, below `free -m`'s total
     pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     mkdir -p "$ETC" "$LOG" "$RUN" "$STATE/state" "$STATE/spool"
@@ -190,13 +191,18 @@ cmd_up() {
         || timeout 5 sacctmgr -i add cluster charrnn >/dev/null || die "could not register the cluster"
     accounting || die "sacct does not answer" "$LOG/slurmdbd.log"
     trap - EXIT
-    say "up in $(elapsed) s: $(hostname -s) $(nproc) CPUs, partition debug; source $STATE/env"
+    say "up in $(elapsed) s: $(hostname -s) $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) CPUs, partition debug; source $STATE/env"
 }
 
 cmd_down() {
     [[ -f $PIDS ]] || { say "nothing recorded in $PIDS: nothing to stop"; return; }
     local -a names pids; local name pid
     while read -r name pid; do names=("$name" "${names[@]}"); pids=("$pid" "${pids[@]}"); done <"$PIDS"
+    # Jobs still running would outlive slurmd as orphaned slurmstepd processes: cancel them, give them a moment.
+    if answers && [[ -n $(squeue -h -o %A 2>/dev/null) ]]; then
+        scancel --full --user="$(id -un)" 2>/dev/null || true
+        for ((w = 0; w < 50; w++)); do [[ -z $(squeue -h -o %A 2>/dev/null) ]] && break; sleep 0.1; done
+    fi
     # Reverse start order; a PID is ours only while its command line still names the daemon.
     for i in "${!pids[@]}"; do
         pid=${pids[$i]} name=${names[$i]}
