@@ -145,9 +145,11 @@ def slurm_cluster():
             os.environ["SLURM_CONF"] = old_conf
         with run_wide_lock() as shared:
             (shared / f"user-{me}").unlink(missing_ok=True)
-            if not list(shared.glob("user-*")):
+            last = not list(shared.glob("user-*"))
+            if last:
                 cluster.stop()
-                (shared / "state_dir").unlink(missing_ok=True)
+        if last:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
