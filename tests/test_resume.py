@@ -116,16 +116,26 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
         if resumed is None:
             continue
         same = final_metrics(run) == expected and tensorboard_history(run) == expected_history
-        tally.append((sig.name, round(delay, 2), same))
+        tally.append(
+            (sig.name, round(delay, 2), same if "over 0 steps" not in resumed.stdout else "test only")
+        )
         assert final_metrics(run) == expected, f"{sig.name} after {delay:.2f}s"
         assert lr_curve(run) == expected_lr, (
             f"{sig.name} after {delay:.2f}s: the learning rate did not continue"
         )
+        if "chars/s over 0 steps" in resumed.stdout:  # killed after training ended: only the test was left
+            # The documented exception (docs/failures.md, as in the every-checkpoint test below): Lightning
+            # logs that test (and the epoch beside it) one step earlier than the whole run did.
+            trained = lambda h: {t: p for t, p in h.items() if t != "epoch" and not t.startswith("test/")}  # noqa: E731
+            assert trained(tensorboard_history(run)) == trained(expected_history), (
+                f"{sig.name} after {delay:.2f}s"
+            )
+            continue
         assert tensorboard_history(run) == expected_history, (
             f"{sig.name} after {delay:.2f}s: TensorBoard differs"
         )
     assert tally, "every run finished before it could be stopped"
-    print(f"\n{batching}: {sum(s for *_, s in tally)}/{len(tally)} identical: {tally}")
+    print(f"\n{batching}: {sum(s is True for *_, s in tally)}/{len(tally)} identical: {tally}")
 
 
 # Validation every 30 batches (mid-epoch checkpoints in all three epochs of 49 batches), or at epoch ends.
