@@ -9,7 +9,7 @@ handle both signals itself:
 
 1. it marks the sweep as stopping, in a private control dir whose path every job process inherits
    (``CHARRNN_SWEEP_CONTROL``): a job that starts from then on stops before it trains;
-2. it sends the signal on to every job process registered there (a job registers its pid while its
+2. it sends SIGTERM on to every job process registered there (a job registers its pid while its
    own StopOnSignal handles signals, :func:`registered`), which saves ``last.ckpt`` at its next step
    and ends as it would alone, without a line of its own (:func:`stopping`);
 3. once no registered job is left it raises :class:`SweepStopped`; the launcher ends its idle worker
@@ -129,7 +129,9 @@ class SweepControl:
             return
         self.received = signum
         (self.dir / "stop").write_text(str(int(signum)))  # before forwarding: no job starts after this
-        while self.forward(signum):
+        # SIGTERM, whichever came: a Ctrl-C in a terminal reaches the jobs too (their process group), and a
+        # second SIGINT would tell a job to stop at once, without its checkpoint.
+        while self.forward(signal.SIGTERM):
             time.sleep(POLL_SECONDS)
         if self.wait_for_children:  # submitit's controllers end once their job has
             deadline = time.monotonic() + CHILDREN_GRACE_SECONDS
