@@ -115,15 +115,15 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
         run, resumed = kill_and_resume(args, tmp_path / f"kill{n}", sig, delay)
         if resumed is None:
             continue
+        # Killed after training ended: only the test was left.
+        test_only = "chars/s over 0 steps" in resumed.stdout
         same = final_metrics(run) == expected and tensorboard_history(run) == expected_history
-        tally.append(
-            (sig.name, round(delay, 2), same if "over 0 steps" not in resumed.stdout else "test only")
-        )
+        tally.append((sig.name, round(delay, 2), same if not test_only else "test only"))
         assert final_metrics(run) == expected, f"{sig.name} after {delay:.2f}s"
         assert lr_curve(run) == expected_lr, (
             f"{sig.name} after {delay:.2f}s: the learning rate did not continue"
         )
-        if "chars/s over 0 steps" in resumed.stdout:  # killed after training ended: only the test was left
+        if test_only:
             # The documented exception (docs/failures.md, as in the every-checkpoint test below): Lightning
             # logs that test (and the epoch beside it) one step earlier than the whole run did.
             trained = lambda h: {t: p for t, p in h.items() if t != "epoch" and not t.startswith("test/")}  # noqa: E731

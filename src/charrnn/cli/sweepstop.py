@@ -89,8 +89,7 @@ class SweepControl:
         self.dir = Path(tempfile.mkdtemp(prefix="charrnn-sweep-"))
         (self.dir / "jobs").mkdir()
         self.received: int | None = None
-        self.signalled: set[tuple[int, str]] = set()
-        self.job_dirs: set[str] = set()
+        self.signalled: set[tuple[int, str]] = set()  # (pid, job dir) of each job sent the stop
         self.previous = {sig: signal.signal(sig, self.handle) for sig in SIGNALS}
         os.environ[ENV] = str(self.dir)
 
@@ -118,7 +117,6 @@ class SweepControl:
         for job in running:
             if again or job not in self.signalled:
                 self.signalled.add(job)
-                self.job_dirs.add(job[1])
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(job[0], signum)
         return len(running)
@@ -144,7 +142,7 @@ class SweepControl:
         from charrnn.cli.rundir import read_run_file
 
         count = 0
-        for out in self.job_dirs:
+        for out in {out for _, out in self.signalled}:
             record = Path(out) / "run.json"
             with contextlib.suppress(Exception):
                 data = read_run_file(record) if record.is_file() else {}
