@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -30,10 +29,11 @@ import charrnn.cli.resolvers  # noqa: F401  (the resolvers the config uses, befo
 from charrnn.cli import sweeps, sweepstop
 from charrnn.cli.checks import check_run
 from charrnn.cli.commands import resume_command
-from charrnn.cli.hydra_lines import hydra_error_line, without_job_error_line
+from charrnn.cli.hydra_lines import without_job_error_line
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
 from charrnn.cli.sweepstop import SweepStopped
+from charrnn.cli.top_errors import run_reported
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
 
@@ -119,9 +119,7 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
     from charrnn.lit.stop import Stopped
 
     out, launch = cfg.output_dir, sweeps.launch_number(cfg) if job.in_sweep else None
-    if (
-        job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume)))
-    ):  # -m resume=<sweep dir>
+    if job.in_sweep and cfg.get("resume") and sweeps.is_sweep_dir(Path(str(cfg.resume))):  # -m resume=SWEEP
         extras = sweeps.resume_extras(cfg)
         cfg, recorded = sweeps.sweep_job_config(cfg)
         if cfg is None:
@@ -131,13 +129,9 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
                 file=sys.stderr,
             )
             return recorded
-        if cfg.get("resume"):
-            job = dataclasses.replace(
-                job, overrides=extras
-            )  # resume_config applies them to the job's saved config
-    cfg, checkpoint = rundir.final_config(
-        cfg, job
-    )  # first: every check below sees the config the run trains with
+        if cfg.get("resume"):  # resume_config applies them to the job's saved config
+            job = dataclasses.replace(job, overrides=extras)
+    cfg, checkpoint = rundir.final_config(cfg, job)  # first: every check below sees the final config
     check_run(cfg, job)
     cfg = share_machine(cfg, job)
     with rundir.lock_run(out):
@@ -224,9 +218,7 @@ def main(cfg: DictConfig) -> float:
         if multirun and not (isinstance(e, SweepRefused) and job.launcher.endswith("BasicLauncher")):
             raise job_failed(out, message, job) from None  # the launcher goes on with the other jobs
         print(message, file=sys.stderr)
-        sys.exit(
-            2
-        )  # a single run; or a refused sweep, stopped at its first job (basic launcher: this process)
+        sys.exit(2)  # a single run; or a refused sweep, stopped at its first job (basic launcher: here)
     except Exception as e:
         import traceback
 
@@ -250,9 +242,8 @@ def cli() -> None:
     config errors (a misspelt key, an unknown option) exit 2 with a spelling hint, failed sweep jobs
     exit 1 with one line each. A user's own ``HYDRA_FULL_ERROR=1`` still shows every traceback.
     """
-    os.environ.setdefault(
-        "CHARRNN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0")
-    )  # the user's choice, for every job
+    # the user's choice, for every job
+    os.environ.setdefault("CHARRNN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))
     os.environ["HYDRA_FULL_ERROR"] = "1"
     if (sweep := sweeps.sweep_resume_target(sys.argv[1:])) is not None:
         try:
@@ -268,69 +259,12 @@ def cli() -> None:
             raise SystemExit(2) from None
     with without_job_error_line():
         try:
-            main_reported()
+            run_reported(main)
         except SweepStopped as e:  # SIGTERM/SIGINT to a sweep of local job processes (charrnn.cli.sweepstop)
             print(f"{PROG}: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
         finally:
             sweepstop.release()
-
-
-def main_reported() -> None:
-    """:func:`main`, with each error Hydra or a launcher raises as one line and its exit code."""
-    if os.environ["CHARRNN_FULL_ERROR"] == "1":
-        main()
-        return
-    try:
-        main()
-    except JobFailed as e:
-        if not e.shown:  # the job printed it where the user does not look (submitit's log)
-            print(str(e) if str(e).startswith(f"{PROG}:") else f"{PROG}: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except HydraException as e:
-        hint = "check the spelling against `charrnn-train --help`, which lists every group and key"
-        print(f"{PROG}: error: {hydra_error_line(e)}; {hint}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except OSError as e:
-        # Hydra makes the run dir before the job starts: a place that cannot be written is the user's to fix.
-        storage = storage_error(
-            e,
-            fix="set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place",
-            creating=True,
-        )
-        if storage is None:
-            raise
-        print(f"{PROG}: error: {storage}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (
-        UserError
-    ) as e:  # a launcher's refusal before it submits (hydra/launcher=slurm: a request no node can hold)
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValueError as e:
-        # Hydra opens the job's log file before our code runs: an unwritable run dir (resume= reopens the
-        # run's own) fails there as logging's "Unable to configure handler 'file'", caused by the OSError.
-        fix = (
-            "make its directory writable (resume= continues in the run's own dir; a new run can go elsewhere "
-            "with hydra.run.dir=DIR)"
-        )
-        cause = e.__cause__
-        storage = storage_error(cause, fix=fix) if isinstance(cause, OSError) else None
-        if storage is None:
-            raise
-        print(f"{PROG}: error: {storage}", file=sys.stderr)
-        raise SystemExit(2) from None
-    # submitit, in this process: a job that ended without a result (scancel, timeout), sbatch refusing
-    except Exception as e:
-        if not type(e).__module__.startswith("submitit."):
-            raise
-        from charrnn.cli.slurm import launch_failure_line
-
-        line = launch_failure_line(e)
-        if line is None:
-            raise
-        print(f"{PROG}: {line}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
