@@ -149,15 +149,17 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
     )
 
 
-def test_a_signal_while_hydra_builds_a_callback_stops_the_sweep_not_fails_the_job(tmp_path, corpus):
+@pytest.mark.parametrize("masked", [False, True], ids=["wrapped", "masked"])
+def test_a_signal_while_hydra_builds_a_callback_stops_the_sweep_not_fails_the_job(tmp_path, corpus, masked):
     """Hydra wraps what a constructor raises (InstantiationException): a stop raised there by the signal
-    handler is still a stop. The sweep ends with 143 at its first job, which is recorded ``stopped``; a
-    stop taken for a failed job would let the sweep go on and ignore the SIGTERM."""
+    handler is still a stop. ``masked``: a library's failing cleanup raises its own error in the stop's
+    place (OmegaConf did, while merging the Trainer's callbacks: a SIGTERM at that moment was recorded as a
+    failed trial and the search went on ignoring it). The sweep ends with 143 at its first job, which is
+    recorded ``stopped``; a stop taken for a failed job would let the sweep go on and ignore the SIGTERM."""
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "seed=1,2", "hydra.sweep.dir=sweep"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=init"]
-    proc = run_cli(
-        [*args, *kill, f"+callbacks.kill.signum={int(signal.SIGTERM)}"], cwd=tmp_path, env=WITH_HELPERS
-    )
+    kill += [f"+callbacks.kill.signum={int(signal.SIGTERM)}", f"+callbacks.kill.masked={masked}"]
+    proc = cli_in_process([*args, *kill], cwd=tmp_path, env=WITH_HELPERS, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "stopped by SIGTERM before training started" in lines[-1] and "Traceback" not in proc.stderr

@@ -6,21 +6,31 @@ a real ``charrnn-train`` process (``PYTHONPATH=tests/helpers``)::
 
     +callbacks.kill._target_=signal_at.SignalAt +callbacks.kill.hook=test_batch +callbacks.kill.signum=15
 
-``hook=init`` sends it while Hydra builds the callback (before training, inside ``instantiate``).
+``hook=init`` sends it while Hydra builds the callback (before training, inside ``instantiate``); with
+``masked=true`` the constructor then fails in its cleanup, as OmegaConf's ``flag_override`` does when the
+stop lands while it builds a list: its own error replaces the stop the signal handler raised.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
 
 class SignalAt(Callback):
-    def __init__(self, hook: str, signum: int, step: int = 0) -> None:
+    def __init__(self, hook: str, signum: int, step: int = 0, masked: bool = False) -> None:
         self.hook, self.signum, self.step, self.sent = hook, int(signum), int(step), False
-        self._maybe("init", 0)
+        if not masked:
+            self._maybe("init", 0)
+            return
+        try:
+            self._maybe("init", 0)
+            time.sleep(10)  # the handler raises its stop in here
+        finally:
+            raise RuntimeError("a cleanup that fails on the half-built state the stop left")
 
     def _maybe(self, hook: str, step: int) -> None:
         if hook == self.hook and step >= self.step and not self.sent:

@@ -160,7 +160,9 @@ def run(cfg: DictConfig, job: Job, stopper: StopOnSignal) -> float:
             print(f"{PROG}: {e}; best val bpc {e.best_val_bpc:.4f}; checkpoint saved", file=sys.stderr)
             return e.best_val_bpc
         except BaseException as e:  # KeyboardInterrupt too: run.json says how a run that had started ended
-            if record.written:
+            if (stop := stopper.stop_behind(e)) is not None:  # a library's error replaced the stop
+                record.finish("stopped", stopped_by=stop.signal_name, global_step=None, checkpoint=None)
+            elif record.written:
                 record.finish("failed", error=(f"{type(e).__name__}: {e}".strip().splitlines() or [""])[0])
             raise
 

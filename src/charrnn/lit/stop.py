@@ -57,9 +57,8 @@ class StopOnSignal(Callback):
         self.received: int | None = None
         self.deferred = 0  # steps the stop has waited for a step's logging or validation
         self.training = False  # on_train_start: from then on a signal waits for a step boundary
-        self.step_seen = (
-            0  # the step count at the last batch end: under gradient accumulation not every batch steps
-        )
+        # the step count at the last batch end: under gradient accumulation not every batch steps
+        self.step_seen = 0
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
@@ -67,6 +66,16 @@ class StopOnSignal(Callback):
         self.received = signum
         if not self.training:
             raise Stopped(signum)
+
+    def stop_behind(self, error: BaseException) -> Stopped | None:
+        """The stop that ``error`` replaced, if a signal came before training: its :class:`Stopped`,
+        raised wherever the code was, can be lost in a library's cleanup that fails on the half-built
+        state it leaves (OmegaConf's ``flag_override`` around a list being merged raises its own error
+        in its place). Any error after such a signal is taken for the stop, so the run (a sweep too)
+        stops instead of recording a failure and going on as if no signal had come."""
+        if self.received is None or self.training or isinstance(error, Stopped):
+            return None
+        return Stopped(self.received)
 
     def _install(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -78,6 +87,10 @@ class StopOnSignal(Callback):
         previous = self._install()
         try:
             yield self
+        except Exception as e:
+            if (stop := self.stop_behind(e)) is None:
+                raise
+            raise stop from e
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -101,9 +114,7 @@ class StopOnSignal(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if (
-            self.received is not None
-        ):  # fit saved last.ckpt at its end (its final validation): a resume tests it
+        if self.received is not None:  # fit saved last.ckpt at its end (its last validation): resume tests
             raise Stopped(self.received, trainer.global_step, last_checkpoint(trainer))
 
     def on_train_batch_end(
