@@ -242,3 +242,30 @@ def test_a_stop_raised_inside_omegaconf_or_hydra_instantiate_stays_the_stop():
     with pytest.raises(Stopped) as got:
         instantiate(node)
     assert str(got.value) == "stopped by SIGTERM before training started"
+
+
+def test_a_second_sigterm_while_a_stop_is_recorded_does_not_cut_it():
+    """SIGTERM to a sweep's process group reaches a job twice: directly, and forwarded by the sweep. The
+    second copy, landing while the job records its stop before training, must not raise the stop again
+    in the middle of that (a trial of a parallel search was left ``running`` in its run.json so). A
+    second Ctrl-C still stops at once."""
+    from charrnn.lit.stop import StopOnSignal, Stopped
+
+    recorded = False
+    with pytest.raises(Stopped), StopOnSignal().handling():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises the stop in here
+        except Stopped:
+            os.kill(os.getpid(), signal.SIGTERM)  # the forwarded copy, as the job writes run.json
+            time.sleep(0.2)
+            recorded = True
+            raise
+    assert recorded
+    with pytest.raises(KeyboardInterrupt), StopOnSignal().handling():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        except Stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)

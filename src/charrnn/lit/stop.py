@@ -61,8 +61,12 @@ class StopOnSignal(Callback):
         self.step_seen = 0
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        if self.received is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+            # The stop under way covers it: a signal to a sweep's process group reaches a job twice
+            # (directly, and forwarded by the sweep); raised again, it would cut the stop's own ending.
+            return
         self.received = signum
         if not self.training:
             raise Stopped(signum)
