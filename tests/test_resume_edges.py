@@ -242,6 +242,25 @@ def test_a_stop_anywhere_in_the_last_epoch_resumes_to_the_same_tensorboard_histo
         assert tensorboard_history(out) == expected, f"stopped at step {stop_at}"
 
 
+@pytest.mark.slow
+def test_a_stop_in_the_last_step_keeps_the_validation_fit_ends_with(tmp_path, text):
+    """Fit ends with one more validation (the module stops it through should_stop at max_steps). A stop in
+    the last step left that out, and the resume, with nothing left to train, never ran it: its final and
+    best val/bpc, best checkpoint and test differed from an unbroken run's (found by the random-kill
+    test, on a loaded machine). The stop now lets fit end as it would; the test after it takes the stop."""
+    args = ["trainer.max_steps=43"]  # validations at 10, 20, 30, 40 and 43 as fit ends (no log step)
+    fit(compose_run(tmp_path / "straight", text, *args))
+    expected = tensorboard_history(tmp_path / "straight")
+    out = tmp_path / "stopped"
+    trainer, ended = fit(compose_run(out, text, *args), at=AtStep(43, signal.SIGTERM))
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, StopOnSignal)]
+    assert ended is None and stopper.received == signal.SIGTERM  # fit ended, the stop still pending
+    assert tensorboard_history(out) == expected and len(expected["val/bpc"]) == 5
+    saved = read_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 43
+    assert saved["last_validation"]["val/bpc"] == expected["val/bpc"][-1][1]
+
+
 @pytest.mark.parametrize("change", ["data.batch_size=4", "data.seq_len=8", "data.batching=random"])
 def test_a_mid_epoch_resume_refuses_another_shape_naming_the_key(tmp_path, text, change):
     """Issue 15: resume=<dir> data.batch_size=4 of a stateful run stopped mid-epoch: a 158-line traceback."""

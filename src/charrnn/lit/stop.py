@@ -137,13 +137,16 @@ class StopOnSignal(Callback):
             )
         if received is None:
             return
+        if 0 < trainer.max_steps <= trainer.global_step:
+            # The last step: fit's own ending follows (the validation the module asks for, last.ckpt), as
+            # in an unbroken run; the stop is taken in the test (on_test_batch_end) or as the run ends.
+            return
         if self.deferred < 2 and more_due_at_this_step(trainer, batch_idx):
             self.deferred += 1  # stop after the next step instead: this one still logs or validates
             return
         path = last_checkpoint(trainer)
-        trainer.save_checkpoint(
-            path, weights_only=False
-        )  # the whole training state (Lightning logs a line when unsaid)
+        # the whole training state (Lightning logs a line when unsaid)
+        trainer.save_checkpoint(path, weights_only=False)
         raise Stopped(received, trainer.global_step, path)
 
 
