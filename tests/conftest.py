@@ -298,10 +298,15 @@ def train_in_process(overrides: list[str], output_dir: Path) -> float:
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marks
 def pytest_collection_modifyitems(config, items):
-    """A SLURM test is a slow test too (real jobs through a real slurmctld): `-m "not slow"` stays fast."""
+    """A SLURM test is a slow test too (real jobs through a real slurmctld): `-m "not slow"` stays fast.
+
+    The longest tests run first (SLURM, then the other slow ones, each in file order), so that under
+    ``pytest -n N`` the short ones fill the workers' gaps at the end instead of one worker finishing a
+    long test alone."""
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda i: (i.get_closest_marker("slurm") is None, i.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(autouse=True)
