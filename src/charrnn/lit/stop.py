@@ -77,8 +77,8 @@ class StopOnSignal(Callback):
         state it leaves (OmegaConf's ``flag_override`` around a list being merged raises its own error
         in its place). Any error after such a signal is taken for the stop, so the run (a sweep too)
         stops instead of recording a failure and going on as if no signal had come."""
-        if self.received is None or self.training or isinstance(error, Stopped):
-            return None
+        if self.received is None or self.training or not isinstance(error, Exception):
+            return None  # no signal, or a stop, KeyboardInterrupt (a second Ctrl-C) or SystemExit as it is
         return Stopped(self.received)
 
     def _install(self) -> dict[int, Any]:
