@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 # One pytest worker more than the cores: the SLURM and sweep tests spend much of their time waiting on
-# jobs (2 cores: -n 3 ran the suite in 406 s, -n 2 in 453 s, -n 4 in 494 s).
+# jobs (2 cores, whole suite with SLURM: -n 3 406 s, -n 4 494 s; -n 2 453 s one commit earlier).
 PYTEST_WORKERS ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN) + 1 )))
 
 .PHONY: train test clean
