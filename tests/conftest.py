@@ -300,16 +300,13 @@ def train_in_process(overrides: list[str], output_dir: Path) -> float:
 def pytest_collection_modifyitems(config, items):
     """A SLURM test is a slow test too (real jobs through a real slurmctld): `-m "not slow"` stays fast.
 
-    The longest tests run first (files with SLURM tests, then files with other slow ones; each file whole,
-    so that its module fixtures are made once), so that under ``pytest -n N`` the short ones fill the
-    workers' gaps at the end instead of one worker finishing a long test alone."""
-    rank: dict[str, int] = {}
+    The longest tests run first (SLURM, then the other slow ones, each in file order), so that under
+    ``pytest -n N`` the short ones fill the workers' gaps at the end instead of one worker finishing a
+    long test alone."""
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.slow)
-        kind = 0 if item.get_closest_marker("slurm") else 1 if item.get_closest_marker("slow") else 2
-        rank[item.nodeid.split("::")[0]] = min(kind, rank.get(item.nodeid.split("::")[0], 2))
-    items.sort(key=lambda i: rank[i.nodeid.split("::")[0]])
+    items.sort(key=lambda i: (i.get_closest_marker("slurm") is None, i.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(autouse=True)
