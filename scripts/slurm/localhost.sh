@@ -69,10 +69,12 @@ cmd_install() {
     say "installed $(slurmctld -V) in $(elapsed) s"
 }
 
+# The node's CPUs: the cores we may use (nproc honours OMP_NUM_THREADS, which the test suite sets to 1).
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+
 write_conf() {
     local host cpus mem pw
-    # nproc honours OMP_NUM_THREADS (the test suite sets it to 1): the node's CPUs are the cores we may use
-    host=$(hostname -s) cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+    host=$(hostname -s) cpus=$(cores)
     mem=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)  # MB, below `free -m`'s total
     pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     mkdir -p "$ETC" "$LOG" "$RUN" "$STATE/state" "$STATE/spool"
@@ -191,7 +193,7 @@ cmd_up() {
         || timeout 5 sacctmgr -i add cluster charrnn >/dev/null || die "could not register the cluster"
     accounting || die "sacct does not answer" "$LOG/slurmdbd.log"
     trap - EXIT
-    say "up in $(elapsed) s: $(hostname -s) $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) CPUs, partition debug; source $STATE/env"
+    say "up in $(elapsed) s: $(hostname -s) $(cores) CPUs, partition debug; source $STATE/env"
 }
 
 cmd_down() {

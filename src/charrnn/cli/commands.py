@@ -15,6 +15,8 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+PROG = "charrnn-train"  # the name charrnn-train's own lines start with
+
 
 def hydra_value(text: str) -> str:
     """``text`` as a Hydra override value that Hydra reads back as exactly ``text``.

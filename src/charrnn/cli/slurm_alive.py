@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from charrnn.cli.commands import PROG
 from charrnn.cli.slurm_wait import Interrupted, SignalGuard
 from charrnn.core.errors import UserError
 
-PROG = "charrnn-train"
 LEADING_ID = re.compile(r"(\d+)(?=_|$)")  # 7_3, 7_3_0_log.err, 7_submission.sh, 7 -> 7
 
 

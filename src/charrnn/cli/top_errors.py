@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 from hydra.errors import HydraException
 
+from charrnn.cli.commands import PROG
 from charrnn.cli.hydra_lines import hydra_error_line
 from charrnn.cli.jobs import JobFailed
 from charrnn.core.errors import UserError
 from charrnn.core.files import storage_error
 
-PROG = "charrnn-train"
 SPELLING = "check the spelling against `charrnn-train --help`, which lists every group and key"
 # Hydra makes the run dir before the job starts; a new run can go elsewhere.
 NEW_DIR = "set hydra.run.dir=DIR (or hydra.sweep.dir=DIR under -m) to a writable place"

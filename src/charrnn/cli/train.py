@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 import charrnn.cli.resolvers  # noqa: F401  (the resolvers the config uses, before Hydra composes it)
 from charrnn.cli import sweeps, sweepstop
 from charrnn.cli.checks import check_run
-from charrnn.cli.commands import resume_command
+from charrnn.cli.commands import PROG, resume_command
 from charrnn.cli.hydra_lines import without_job_error_line
 from charrnn.cli.jobs import Job, JobFailed, SweepRefused, share_machine
 from charrnn.cli.lease import lease_device, pinned_config
@@ -39,8 +39,6 @@ from charrnn.core.files import storage_error
 
 if TYPE_CHECKING:
     from charrnn.lit.stop import StopOnSignal, Stopped
-
-PROG = "charrnn-train"
 
 
 def record_failure(out: Any, message: str) -> None:

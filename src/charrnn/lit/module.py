@@ -41,6 +41,12 @@ _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_state", "_eval_state"
 NONFINITE_CHECK_EVERY = 256
 
 
+def last_step(trainer: L.Trainer) -> bool:
+    """Whether the step just taken is the run's last (``trainer.max_steps``): :class:`CharRNNModule` then
+    ends fit itself, which makes Lightning validate and checkpoint once more before fit returns."""
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
 class CharRNNModule(L.LightningModule):
     """Trains ``model`` on next-character prediction with cross-entropy.
 
@@ -174,7 +180,7 @@ class CharRNNModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Ending through should_stop (not by running out of steps) makes Lightning validate once
         # more, so the final weights always get a full-split val/bpc and a checkpoint.
-        if 0 < self.trainer.max_steps <= self.global_step:
+        if last_step(self.trainer):
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

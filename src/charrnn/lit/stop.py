@@ -22,6 +22,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from charrnn.lit.module import last_step
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
@@ -137,7 +139,7 @@ class StopOnSignal(Callback):
             )
         if received is None:
             return
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if last_step(trainer):
             # The last step: fit's own ending follows (the validation the module asks for, last.ckpt), as
             # in an unbroken run; the stop is taken in the test (on_test_batch_end) or as the run ends.
             return
