@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TEXT, cli_in_process, only_run_dir, popen_cli, tensorboard_history, write_corpus
+from conftest import (
+    TINY_TEXT,
+    cli_in_process,
+    only_run_dir,
+    popen_cli,
+    tensorboard_history,
+    trained_only,
+    write_corpus,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +58,6 @@ def lr_curve(run: Path) -> dict[int, float]:
     return dict(
         read_scalars(run / "tensorboard")["lr-Adam"]
     )  # by step: a resumed stretch rewrites the same steps
-
-
-def trained_only(history: dict) -> dict:
-    """A TensorBoard history without the test's points and the epoch beside them: what a resume that only
-    had the test left must still match exactly (docs/failures.md: Lightning logs that test one step and
-    one epoch earlier than the whole run did)."""
-    return {tag: points for tag, points in history.items() if tag != "epoch" and not tag.startswith("test/")}
 
 
 def kill_and_resume(

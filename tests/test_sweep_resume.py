@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT, tensorboard_history
+from conftest import TINY_RUN, TINY_TEXT, tensorboard_history, trained_only
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(Path(sys.executable).parent / "charrnn-train")
@@ -99,7 +99,14 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(jobs(sweep)) == 4 and not list(sweep.glob("*/checkpoints/*-v1.ckpt"))
     for got, want in zip(jobs(sweep), jobs(reference)):
-        assert result(got) == result(want), got.name
+        (best, test, history), (best_want, test_want, history_want) = result(got), result(want)
+        assert (best, test) == (best_want, test_want), got.name
+        if json.loads((got / "metrics.json").read_text())["train_chars"] == 0:
+            # Killed after its last checkpoint, before its test (the other slot's job, under parallel): the
+            # resume only tested, and TensorBoard puts the test one step earlier (docs/failures.md).
+            assert trained_only(history) == trained_only(history_want), got.name
+        else:
+            assert history == history_want, got.name
     again = train(["-m", f"resume={sweep}"], tmp_path, corpus)
     assert again.returncode == 0 and "nothing left to train" in again.stderr, again.stderr[-2000:]
 
