@@ -1,7 +1,8 @@
 """charrnn's Optuna sweeper (hydra_plugins.charrnn_optuna_sweeper): pruning, resume, no batch barrier.
 
 A real study on disk (SQLite or Optuna's journal file), tiny models. Searches under Hydra's basic launcher
-call ``charrnn-train`` in this process; a killed search and the parallel (joblib) one are real processes.
+call ``charrnn-train`` in this process; a killed search (forked from the worker) and the parallel (joblib)
+one are real processes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_in_process, popen_cli, run_cli, write_corpus
+from conftest import cli_in_process, run_cli, write_corpus
+from forked import fork_cli
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -67,14 +69,14 @@ def test_median_pruner_stops_bad_trials_after_their_step_with_a_checkpoint(tmp_p
         tmp_path,
         LR,
         f"trainer.max_steps={MAX_STEPS}",
-        "hydra.sweeper.n_trials=12",
+        "hydra.sweeper.n_trials=8",
         "hydra/sweeper/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=2",
     )
     proc = cli_in_process(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
-    assert len(trials) == 12 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len(trials) == 8 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, "no trial was pruned"
     for trial in pruned:
@@ -112,14 +114,14 @@ def test_without_a_pruner_every_trial_completes(tmp_path):
             tmp_path,
             LR,
             f"trainer.max_steps={MAX_STEPS}",
-            "hydra.sweeper.n_trials=12",
+            "hydra.sweeper.n_trials=8",
             "hydra/sweeper/pruner=none",
         ),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 12
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
     assert all(run_json(tmp_path, t.number)["global_step"] == MAX_STEPS for t in trials)
 
 
@@ -133,7 +135,7 @@ def test_a_killed_search_resumes_to_n_trials_and_reruns_the_killed_trial_first(t
         "trainer.val_check_interval=30",
     )
     with open(tmp_path / "first.log", "w") as log:
-        first = popen_cli(args, cwd=tmp_path, stdout=log, stderr=log)
+        first = fork_cli(args, cwd=tmp_path, stdout=log, stderr=log)
         deadline = time.time() + 240
         while not (tmp_path / "sweep" / "1" / "run.json").is_file():  # trial 1 is under way
             assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[
@@ -158,7 +160,7 @@ def test_parallel_search_has_no_batch_barrier(tmp_path):
     other slot while the long one runs, each starting as soon as the one before it ended."""
     long_steps, short_steps = 400, 3
     storage = f"journal://{tmp_path / 'study.log'}"  # Optuna's journal file, as on a shared filesystem
-    from charrnn.lit.pruning import open_storage
+    from charrnn.core.studies import open_storage
 
     study = optuna.create_study(study_name="tiny", storage=open_storage(storage))
     for steps in (long_steps, short_steps, short_steps, short_steps, short_steps):

@@ -22,6 +22,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from charrnn.core.studies import open_storage
+
 MONITOR = "val/bpc"
 
 
@@ -32,20 +34,6 @@ class Pruned(Exception):
     def __init__(self, trial: int, step: int, checkpoint: str, best_val_bpc: float) -> None:
         self.trial, self.step, self.checkpoint, self.best_val_bpc = trial, step, checkpoint, best_val_bpc
         super().__init__(f"trial {trial} pruned at step {step}")
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage from a URL: ``journal:///path/to/file`` is Optuna's journal file (for a shared
-    filesystem, where SQLite's locks are unsafe); anything else (sqlite:///, postgresql://, ...) is an
-    RDB URL."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    if url.startswith("journal://"):
-        path = Path(url[len("journal://") :]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    return optuna.storages.get_storage(url)
 
 
 class ReportToOptuna(Callback):

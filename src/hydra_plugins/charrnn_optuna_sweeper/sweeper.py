@@ -75,7 +75,7 @@ class CharrnnOptunaSweeper(Sweeper):
         import optuna
 
         from charrnn.core.errors import UserError
-        from charrnn.lit.pruning import open_storage
+        from charrnn.core.studies import open_storage
 
         from ._search import absolute_storage, grid_choices, search_space
 
