@@ -13,7 +13,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from charrnn.cli.commands import resume_command
-from conftest import TINY_RUN, cli_env, cli_in_process, popen_cli, script_path, write_corpus
+from conftest import TINY_RUN, cli_env, cli_in_process, script_path, write_corpus
+from forked import fork_cli
 
 PATHS = [
     "outputs/runs/2026-12-03/09-30-00_ab12",
@@ -38,12 +39,13 @@ def test_a_printed_resume_command_reads_back_as_its_path_in_the_shell_and_in_hyd
 @pytest.mark.slow
 def test_the_continue_line_of_a_stopped_sweep_job_works_when_pasted(tmp_path):
     """A sweep job dir holds ``=`` and ``,``: the stop line's and charrnn-report's command resume it.
-    The stopped sweep and the pasted command are real processes (a shell runs the latter)."""
+    The stopped sweep and the pasted command are real processes (the first forked from this worker, the
+    latter the console script a shell runs)."""
     corpus = write_corpus(tmp_path)
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=100000", "optim.lr=1e-3"]
     bin_dir = os.path.dirname(script_path())
     env = cli_env({"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
-    child = popen_cli(args, cwd=tmp_path, env=env)
+    child = fork_cli(args, cwd=tmp_path, env=env)
     deadline = time.time() + 120
     while (
         not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline

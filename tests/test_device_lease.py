@@ -217,14 +217,14 @@ def test_a_gpu_trainer_is_pinned_to_its_leased_device(tmp_path, monkeypatch):
 
 
 def sweep_leases(root: Path, args: list[str]) -> list[dict]:
-    """Run a 4-job joblib sweep in ``root`` (a real process, whose jobs run in joblib's worker processes);
-    every job's run.json ``device``, after checking the job ended well."""
+    """Run a 4-job joblib sweep, 3 jobs at a time, in ``root`` (a real process, whose jobs run in joblib's
+    worker processes); every job's run.json ``device``, after checking the job ended well."""
     corpus = write_corpus(root)
     proc = run_cli(
         [
             "-m",
             "hydra/launcher=parallel",
-            "hydra.launcher.n_jobs=4",
+            "hydra.launcher.n_jobs=3",
             f"device_lease.lock_dir={root / 'locks'}",
             "data=text",
             f"data.path={corpus}",

@@ -22,11 +22,11 @@ from conftest import (
     cli_in_process,
     copy_run,
     only_run_dir,
-    popen_cli,
     run_cli,
     train_in_process,
     write_corpus,
 )
+from forked import fork_cli
 
 pytestmark = pytest.mark.slow
 
@@ -290,9 +290,9 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
 
 def test_runs_started_together_get_their_own_directories(tmp_path, corpus):
-    """Two real processes, started in the same second."""
+    """Two real processes (forked from this worker), started in the same second."""
     args = ["data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=2"]
-    procs = [popen_cli(args, cwd=tmp_path, stderr=subprocess.DEVNULL) for _ in range(2)]
+    procs = [fork_cli(args, cwd=tmp_path, stderr=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     runs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)

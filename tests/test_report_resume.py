@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT
+from conftest import TINY_RUN, TINY_TEXT, cli_in_process
+from forked import run_forked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,13 +77,7 @@ def test_records_from_before_launches_were_numbered_are_launch_1(tmp_path, capsy
     assert "launch 1: 2 jobs: 2 started" in text
 
 
-def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    exe = str(Path(sys.executable).parent / "charrnn-train")
-    return subprocess.run(
-        [exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, start_new_session=True
-    )
+HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}  # kill_sweep.KillSweepAt, a config callback
 
 
 @pytest.mark.slow
@@ -101,9 +93,11 @@ def test_report_before_and_after_a_whole_sweep_resume(tmp_path, capsys):
         "callbacks.kill.job,callbacks.kill.step,callbacks.kill.marker]",
     ]
     sweep = tmp_path / "sweep"
-    killed = train(
+    killed = run_forked(  # a real (forked) process: the callback SIGKILLs its process group
         ["-m", *TINY_RUN, "data=text", f"data.path={corpus}", "seed=1,2,3", *kill, "hydra.sweep.dir=sweep"],
         tmp_path,
+        env=HELPERS,
+        start_new_session=True,
     )
     assert killed.returncode == -9, killed.stderr[-3000:]
     text, rows = report_in_process(sweep, capsys)
@@ -113,7 +107,7 @@ def test_report_before_and_after_a_whole_sweep_resume(tmp_path, capsys):
     }
     assert "launch 1: 2 jobs: 2 started" in text
 
-    resumed = train(["-m", f"resume={sweep}"], tmp_path)
+    resumed = cli_in_process(["-m", f"resume={sweep}"], tmp_path, env=HELPERS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     text, rows = report_in_process(sweep, capsys)
     assert {n: (r["status"], r["began"]) for n, r in rows.items()} == {

@@ -1,7 +1,7 @@
 """Stop anywhere, resume exactly: real runs killed with SIGKILL, SIGTERM and SIGINT at random moments.
 
-The runs that are killed are real processes; the uninterrupted runs and the resumes are ``charrnn-train``
-called in this process."""
+The runs that are killed are real processes (forked from the test's worker, tests/forked.py); the
+uninterrupted runs and the resumes are ``charrnn-train`` called in this process."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from conftest import (
     TINY_TEXT,
     cli_in_process,
     only_run_dir,
-    popen_cli,
     tensorboard_history,
     trained_only,
     write_corpus,
 )
+from forked import fork_cli
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def kill_and_resume(
     start of fit, resume it (in this process). The resume is None where the signal came before the first
     step or after the last: no kill point."""
     cwd.mkdir()
-    child = popen_cli(args, cwd=cwd)
+    child = fork_cli(args, cwd=cwd)
     deadline = time.time() + 120
     # SIGKILL needs a checkpoint to resume from; SIGTERM and SIGINT may come as soon as fit started.
     ready = (
@@ -212,9 +212,10 @@ def short_run(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
 
 
 def test_a_second_resume_of_a_training_run_is_refused(tmp_path):
-    """The first resume is a real process (killed, which frees the lock); the others run in this process."""
+    """The first resume is a real (forked) process, killed, which frees the lock; the others run in this
+    process."""
     run, _ = short_run(tmp_path)
-    first = popen_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    first = fork_cli([f"resume={run}", "trainer.max_steps=100000"], cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while (
@@ -282,7 +283,7 @@ def test_a_sigterm_ends_a_sweep_non_zero_and_records_the_stop(tmp_path):
         "trainer.max_steps=100000",
         "optim.lr=1e-3,3e-3",
     ]
-    child = popen_cli(args, cwd=tmp_path)
+    child = fork_cli(args, cwd=tmp_path)
     deadline = time.time() + 120
     while (
         not list(tmp_path.glob("outputs/multirun/*/*/0_*/checkpoints/last.ckpt")) and time.time() < deadline

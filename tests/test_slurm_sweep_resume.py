@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tensorboard_history
+from conftest import cli_in_process, run_cli, tensorboard_history
 from slurm import squeue, wait_until
 from test_slurm_sweeps import job_dir, sweep_args, the_sweep
 
@@ -137,10 +137,10 @@ def test_a_killed_slurm_sweep_resumes_without_a_second_copy_of_a_live_job(slurm_
     assert "launch 1: 3 jobs: 3 started" in text, text
 
     # The uninterrupted sweep, run now: jobs 1 and 2 sleep at their hold, the CPUs are free.
-    reference = run_cli(
+    reference = cli_in_process(  # one torch thread, as each SLURM job (cpus_per_task=1)
         ["-m", *[a for a in args if not a.startswith(("hydra", "+callbacks", "-m"))], "hydra.sweep.dir=ref"],
         cwd=tmp_path,
-        env={**HELPERS, "OMP_NUM_THREADS": "1"},  # as each SLURM job: cpus_per_task=1 torch thread
+        env=HELPERS,
     )
     assert reference.returncode == 0, reference.stderr[-3000:]
 

@@ -1,7 +1,8 @@
 """Signals outside the training steps: during the final test, before training starts (a corpus read
 that blocks), and while a sweep job waits for a device slot. Each ends in one line with 128 + N, and
 run.json says ``stopped``; a stop in the test is finished by ``resume=``. The runs that get the signal are
-real processes; the runs around them call ``charrnn-train`` in this process."""
+real processes: forked from the test's worker (tests/forked.py), and one (Ctrl-C in the final test) the
+console script run as a user runs it; the runs around them call ``charrnn-train`` in this process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELPERS, TINY_RUN, cli_in_process, only_run_dir, popen_cli, run_cli
+from conftest import HELPERS, TINY_RUN, cli_in_process, only_run_dir, run_cli
+from forked import fork_cli, run_forked
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +36,7 @@ def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path
     base = ["data=text", f"data.path={corpus}", *TINY_RUN]
     whole = cli_in_process([*base, "hydra.run.dir=whole"], cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
-    proc = run_cli(
+    proc = run_forked(
         [*base, "hydra.run.dir=cut", *signal_in_test(signal.SIGTERM)], cwd=tmp_path, env=WITH_HELPERS
     )
     lines = proc.stderr.strip().splitlines()
@@ -60,6 +62,7 @@ def test_sigterm_in_the_final_test_stops_and_a_resume_finishes_the_test(tmp_path
 
 
 def test_ctrl_c_in_the_final_test_is_not_ignored(tmp_path, corpus):
+    """The console script itself, exec'd as a user's shell does: the signal exit path end to end."""
     proc = run_cli(
         ["data=text", f"data.path={corpus}", *TINY_RUN, *signal_in_test(signal.SIGINT)],
         cwd=tmp_path,
@@ -93,7 +96,7 @@ def test_a_signal_ends_a_run_blocked_reading_its_corpus(tmp_path, signum, code):
         pytest.skip("needs /proc/<pid>/wchan to see where the process blocks")
     fifo = tmp_path / "corpus.fifo"
     os.mkfifo(fifo)
-    proc = popen_cli(["data=text", f"data.path={fifo}", *TINY_RUN], cwd=tmp_path, stdout=subprocess.PIPE)
+    proc = fork_cli(["data=text", f"data.path={fifo}", *TINY_RUN], cwd=tmp_path, stdout=subprocess.PIPE)
     try:
         wait_until(lambda: blocked_opening_a_fifo(proc.pid) or proc.poll() is not None)
         proc.send_signal(signum)
@@ -124,7 +127,7 @@ def test_a_signal_ends_a_sweep_job_waiting_for_a_device_slot(tmp_path, corpus, s
         "seed=1",
     ]
     with hold_slot([0], 1, locks, "the test"):  # the only slot is taken: the job waits
-        proc = popen_cli(args, cwd=tmp_path, stdout=subprocess.PIPE)
+        proc = fork_cli(args, cwd=tmp_path, stdout=subprocess.PIPE)
         try:
             waiting = ""
             while "waiting for one" not in waiting:
@@ -175,7 +178,7 @@ def test_a_signal_as_a_sweep_job_ends_done_still_ends_the_sweep(tmp_path, corpus
     args = ["-m", "data=text", f"data.path={corpus}", *TINY_RUN, "data.split=[0.8,0.2,0]", "seed=1,2"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
     kill += ["+callbacks.kill.step=19", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
-    proc = run_cli([*args, *kill, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=WITH_HELPERS)
+    proc = run_forked([*args, *kill, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=WITH_HELPERS)
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]  # job 1 never started
@@ -194,7 +197,7 @@ def test_a_signal_in_the_step_a_trial_is_pruned_at_still_ends_the_search(tmp_pat
     args += ["hydra.sweeper.pruner.bootstrap_count=100"]
     kill = ["+callbacks.kill._target_=signal_at.SignalAt", "+callbacks.kill.hook=train_batch"]
     kill += ["+callbacks.kill.step=2", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
-    proc = run_cli([*args, *kill], cwd=tmp_path, env=WITH_HELPERS)
+    proc = run_forked([*args, *kill], cwd=tmp_path, env=WITH_HELPERS)
     assert proc.returncode == 143, proc.stderr[-2000:]
     assert "SIGTERM came as the run ended" in proc.stderr.strip().splitlines()[-1]
     assert [p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()] == ["0"]

@@ -1,5 +1,9 @@
 """charrnn-train -m resume=<sweep dir>: a killed sweep continues to the same result as an uninterrupted
-one."""
+one.
+
+Under the basic launcher the killed sweep is a real process forked from the test's worker (tests/forked.py)
+and the reference and the resumes run in this process; sweeps whose launcher starts processes (joblib,
+submitit) are the console script itself, run as a user runs it."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT, tensorboard_history, trained_only
+from conftest import TINY_RUN, TINY_TEXT, cli_in_process, tensorboard_history, trained_only
+from forked import run_forked
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(Path(sys.executable).parent / "charrnn-train")
@@ -22,8 +27,17 @@ SWEEP = [*TINY_RUN, "data=text", "seed=1,2,3,4"]
 pytestmark = pytest.mark.slow  # real sweeps, killed and resumed: tens of seconds each
 
 
+HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}  # kill_sweep, hold_until_stopped: config callbacks
+
+
+def train_here(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
+    """A basic-launcher sweep (or its resume), in this process."""
+    return cli_in_process([*args, f"data.path={corpus}"], cwd=cwd, env=HELPERS, timeout=600)
+
+
 def train(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    """The console script in a new process (a sweep whose launcher starts processes of its own)."""
+    env = {**os.environ, **HELPERS}
     return subprocess.run(
         [TRAIN, *args, f"data.path={corpus}"],
         cwd=cwd,
@@ -57,7 +71,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
     """One uninterrupted sweep, shared by the tests."""
     cwd = tmp_path_factory.mktemp("ref")
-    done = train(
+    done = train_here(
         [
             "-m",
             *SWEEP,
@@ -84,7 +98,11 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
         "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.kill._target_,callbacks.kill.job,"
         "callbacks.kill.step,callbacks.kill.marker]",
     ]
-    killed = train(["-m", *SWEEP, *extra, *kill, "hydra.sweep.dir=sweep"], tmp_path, corpus)
+    args = ["-m", *SWEEP, *extra, *kill, "hydra.sweep.dir=sweep", f"data.path={corpus}"]
+    if launcher == "basic":  # the callback SIGKILLs the sweep's process group: its own session
+        killed = run_forked(args, tmp_path, env=HELPERS, timeout=600, start_new_session=True)
+    else:
+        killed = train(args[:-1], tmp_path, corpus)
     assert killed.returncode == -9, killed.stderr[-3000:]
     sweep = tmp_path / "sweep"
     statuses = [
@@ -95,7 +113,8 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
     # anywhere).
     assert statuses[:2] == ["done", "done"] or launcher == "parallel", statuses
     assert statuses[2] == "running" and len(statuses) <= 4, statuses
-    resumed = train(["-m", f"resume={sweep}"], tmp_path, corpus)
+    resume = train_here if launcher == "basic" else train
+    resumed = resume(["-m", f"resume={sweep}"], tmp_path, corpus)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(jobs(sweep)) == 4 and not list(sweep.glob("*/checkpoints/*-v1.ckpt"))
     for got, want in zip(jobs(sweep), jobs(reference)):
@@ -107,12 +126,12 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
             assert trained_only(history) == trained_only(history_want), got.name
         else:
             assert history == history_want, got.name
-    again = train(["-m", f"resume={sweep}"], tmp_path, corpus)
+    again = resume(["-m", f"resume={sweep}"], tmp_path, corpus)
     assert again.returncode == 0 and "nothing left to train" in again.stderr, again.stderr[-2000:]
 
 
 def test_resume_of_a_dir_that_is_no_sweep_is_one_sentence(tmp_path: Path, corpus: Path) -> None:
-    done = train(["-m", f"resume={tmp_path}"], tmp_path, corpus)
+    done = train_here(["-m", f"resume={tmp_path}"], tmp_path, corpus)
     assert done.returncode == 2 and "not a sweep dir" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -123,9 +142,9 @@ def test_identity_override_refused_and_extension_trains_further(
 
     sweep = tmp_path / "sweep"
     shutil.copytree(reference, sweep)
-    refused = train(["-m", f"resume={sweep}", "seed=9"], tmp_path, corpus)
+    refused = train_here(["-m", f"resume={sweep}", "seed=9"], tmp_path, corpus)
     assert refused.returncode == 2 and "would change which jobs" in refused.stderr, refused.stderr[-2000:]
-    extended = train(["-m", f"resume={sweep}", "trainer.max_steps=30"], tmp_path, corpus)
+    extended = train_here(["-m", f"resume={sweep}", "trainer.max_steps=30"], tmp_path, corpus)
     assert extended.returncode == 0, extended.stderr[-3000:]
     assert [d.name for d in jobs(sweep)] == [d.name for d in jobs(reference)]
     for job in jobs(sweep):
