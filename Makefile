@@ -6,6 +6,8 @@ VENV ?= .venv
 ARGS ?=
 # One pytest worker more than the cores: the SLURM and sweep tests spend much of their time waiting on
 # jobs (2 cores, whole suite with SLURM: -n 3 406 s, -n 4 494 s; -n 2 453 s one commit earlier).
+# worksteal: a worker that runs out of tests takes the rest of another's queue (the slow tests come first,
+# tests/conftest.py), so no worker idles while another still has a queue (-n 3: 341 s, worksteal 304 s).
 PYTEST_WORKERS ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN) + 1 )))
 
 .PHONY: train test clean
@@ -20,7 +22,7 @@ train: $(VENV)/.installed
 	$(VENV)/bin/charrnn-train $(ARGS)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

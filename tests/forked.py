@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import warnings
 from pathlib import Path
 from typing import NoReturn
@@ -154,9 +155,11 @@ def _run_child(
         null = os.open(os.devnull, os.O_RDONLY)
         for fd, target in ((null, 0), (out_fd, 1), (err_fd, 2)):
             os.dup2(fd, target)
+        was_stdout = {id(sys.stdout), id(sys.__stdout__)}
         sys.stdin = sys.__stdin__ = open(0, closefd=False)
         sys.stdout = sys.__stdout__ = open(1, "w", closefd=False, buffering=1)
         sys.stderr = sys.__stderr__ = open(2, "w", closefd=False, buffering=1)
+        _fresh_logging(was_stdout)
         _fresh_process_state(env, cwd, [script_path(script), *args])
         module, _, name = SCRIPTS[script].partition(":")
         try:
@@ -182,19 +185,27 @@ def _run_child(
         os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
+def _fresh_logging(was_stdout: set[int]) -> None:
+    """The loggers as the imports left them: pytest's handlers gone, and a terminal handler a library added
+    at import (Lightning's) writing to this process's stdout or stderr, not to pytest's capture."""
+    for lg in [logging.root, *logging.Logger.manager.loggerDict.values()]:
+        if not isinstance(lg, logging.Logger):
+            continue
+        lg.handlers[:] = [h for h in lg.handlers if not type(h).__module__.startswith("_pytest")]
+        for h in lg.handlers:
+            if type(h) is logging.StreamHandler:
+                h.setStream(sys.stdout if id(h.stream) in was_stdout else sys.stderr)
+
+
 def _fresh_process_state(env: dict | None, cwd: Path, argv: list[str]) -> None:
-    """What a fresh interpreter would have: signal handlers, logging, Hydra, environment, cwd, argv."""
+    """What a fresh interpreter would have: signal handlers, logging, Hydra, environment, cwd, argv and
+    ``__main__``."""
     from hydra.core.global_hydra import GlobalHydra
 
     signal.setitimer(signal.ITIMER_REAL, 0)
     for name in _SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for lg in [logging.root, *logging.Logger.manager.loggerDict.values()]:
-        if isinstance(lg, logging.Logger):
-            lg.handlers[:] = []  # pytest's capture handlers write into the worker's buffers
-            lg.propagate = True  # to the handlers Hydra sets up, as where Hydra configured logging first
-    logging.root.setLevel(logging.WARNING)
     GlobalHydra.instance().clear()
     os.environ.clear()
     os.environ.update(cli_env(env))
@@ -202,5 +213,8 @@ def _fresh_process_state(env: dict | None, cwd: Path, argv: list[str]) -> None:
         sys.path[:0] = [p for p in env["PYTHONPATH"].split(os.pathsep) if p not in sys.path]
     os.chdir(cwd)
     sys.argv[:] = argv
+    main = types.ModuleType("__main__")  # the console script, as in its own process: Lightning's DDP
+    main.__file__, main.__spec__ = argv[0], None  # launcher starts rank 1 as `python <argv[0]> <args>`
+    sys.modules["__main__"] = main
     warnings.resetwarnings()
     warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore in run_cli

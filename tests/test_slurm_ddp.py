@@ -19,6 +19,7 @@ import yaml
 from charrnn.cli.checks import check_sweep_job
 from charrnn.cli.jobs import Job, SweepRefused
 from conftest import TINY_TEXT, compose_config, only_run_dir, run_cli, tensorboard_history
+from forked import run_forked
 from slurm import wait_until
 from test_slurm_requeue import final_metrics
 from test_slurm_sweeps import job_dir, popen_cli, report_rows, the_sweep
@@ -49,9 +50,10 @@ def corpus_args(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_ddp(tmp_path_factory) -> Path:
-    """The same run under trainer=ddp_cpu on this machine: Lightning starts rank 1 itself."""
+    """The same run under trainer=ddp_cpu on this machine: Lightning starts rank 1 itself (rank 0 is forked
+    from this worker, tests/forked.py; rank 1 is the console script)."""
     root = tmp_path_factory.mktemp("local_ddp")
-    proc = run_cli(corpus_args(root), cwd=root, env=ONE_THREAD)
+    proc = run_forked(corpus_args(root), cwd=root, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return only_run_dir(root)
 

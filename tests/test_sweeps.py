@@ -29,6 +29,7 @@ from conftest import (
     run_cli,
     write_corpus,
 )
+from forked import run_forked
 
 # TINY_RUN without the hidden size, which the sweeps choose.
 SWEEP_RUN = [o for o in TINY_RUN if not o.startswith("model.hidden_size=")]
@@ -367,7 +368,8 @@ def test_optuna_search_is_resumed_from_its_sqlite_study(tmp_path, corpus):
 
 @pytest.mark.slow
 def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, corpus):
-    proc = run_cli(["trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN], cwd=tmp_path)
+    # Rank 0 forked from this worker (tests/forked.py); Lightning starts rank 1 as the console script.
+    proc = run_forked(["trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)  # rank 1 reused rank 0's directory
     assert not (tmp_path / "outputs" / "multirun").exists()
@@ -401,7 +403,7 @@ def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, 
 
 @pytest.mark.slow
 def test_ddp_inside_a_sweep_is_refused_clearly(tmp_path, corpus):
-    proc = run_cli(
+    proc = run_forked(
         ["-m", "trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN, "optim.lr=1e-3,3e-3"],
         cwd=tmp_path,
         timeout=120,
