@@ -4,11 +4,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
-# One pytest worker more than the cores: the SLURM and sweep tests spend much of their time waiting on
-# jobs (2 cores, whole suite with SLURM: -n 3 406 s, -n 4 494 s; -n 2 453 s one commit earlier).
-# worksteal: a worker that runs out of tests takes the rest of another's queue (the slow tests come first,
-# tests/conftest.py), so no worker idles while another still has a queue (-n 3: 341 s, worksteal 304 s).
-PYTEST_WORKERS ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN) + 1 )))
+# One pytest worker per core, and worksteal: a worker that runs out of tests takes the rest of another's
+# queue (slow tests first, tests/conftest.py). Whole suite with SLURM on 2 cores, same tree: -n 3 304 s
+# (the CPUs 98 % busy, 571 core-s: three workers and their children contend), -n 2 293 s (90 %, 514 core-s).
+PYTEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN)
 
 .PHONY: train test clean
 

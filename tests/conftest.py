@@ -3,8 +3,9 @@ and a finished run and sweep made once per session.
 
 Most tests call the console scripts in this process (:func:`cli_in_process`): the same entry point a user's
 shell runs, minus several seconds of importing torch and Lightning per call. A real subprocess
-(:func:`run_cli`, :func:`popen_cli`) is kept where the process is the point: signals, kills, launchers
-that start processes, and one case per kind of exit path.
+(:func:`run_cli`, :func:`popen_cli`) is kept where the exec is the point: launchers that start
+processes, and one case per kind of exit path. A run that only needs to be a process of its own (to be
+signalled, killed or raced) is forked from the worker instead (tests/forked.py).
 """
 
 from __future__ import annotations

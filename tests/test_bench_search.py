@@ -48,7 +48,7 @@ def test_the_benchmark_prints_three_sane_rows(tmp_path):
     corpus.write_text(TINY_TEXT, encoding="utf-8")
     work, steps = tmp_path / "work", 12
     small = ["data.seq_len=16", "data.batch_size=4", "sample.length=20", "trainer.log_every_n_steps=3"]
-    args = ["--corpus", str(corpus), "--budget", "1", "--work", str(work), "--max-steps", str(steps)]
+    args = ["--corpus", str(corpus), "--budget", "4", "--work", str(work), "--max-steps", str(steps)]
     args += ["--val-every", "3", "--hidden", "16,32", "--cells", "rnn,gru", "--at-least", "2"]
     args += [f"--override={o}" for o in small]
     proc = subprocess.run(

@@ -114,14 +114,14 @@ def test_without_a_pruner_every_trial_completes(tmp_path):
             tmp_path,
             LR,
             f"trainer.max_steps={MAX_STEPS}",
-            "hydra.sweeper.n_trials=8",
+            "hydra.sweeper.n_trials=4",
             "hydra/sweeper/pruner=none",
         ),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert all(run_json(tmp_path, t.number)["global_step"] == MAX_STEPS for t in trials)
 
 

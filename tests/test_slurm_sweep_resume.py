@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_in_process, run_cli, tensorboard_history
+from conftest import cli_in_process, tensorboard_history
 from slurm import squeue, wait_until
 from test_slurm_sweeps import job_dir, sweep_args, the_sweep
 
@@ -97,7 +97,7 @@ def outcome(job: Path) -> tuple:
 
 
 def report(sweep: Path, cwd: Path) -> tuple[str, dict[str, dict[str, str]]]:
-    proc = run_cli([str(sweep)], cwd=cwd, script="charrnn-report")
+    proc = cli_in_process([str(sweep)], cwd=cwd, script="charrnn-report")
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(sweep / "report.csv", newline="") as f:
         return " ".join(proc.stdout.split()), {row["job"]: row for row in csv.DictReader(f)}
