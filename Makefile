@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 # One pytest worker per core, and worksteal: a worker that runs out of tests takes the rest of another's
-# queue (slow tests first, tests/conftest.py). Whole suite with SLURM on 2 cores, same tree: -n 3 304 s
-# (the CPUs 98 % busy, 571 core-s: three workers and their children contend), -n 2 293 s (90 %, 514 core-s).
+# queue (slow tests first, tests/conftest.py). Whole suite with SLURM on 2 cores, worksteal: -n 3 304 s (the
+# CPUs 98 % busy), -n 2 293 s (90 % busy, about 10 % fewer core-s: three workers and their children contend).
 PYTEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN)
 
 .PHONY: train test clean
