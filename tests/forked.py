@@ -3,9 +3,10 @@ without the ~4 s (torch, Lightning, Hydra) that every fresh interpreter pays for
 
 Used where the process is what a test needs (a SIGTERM, a SIGKILL, two runs at once) but not the exec
 of the console script itself; that exec, and each kind of exit path it has, stays tested by the real
-subprocesses of conftest.run_cli / popen_cli. The child starts from a clean slate: default signal
-handlers, no logging handlers, no Hydra state, the environment and argv a subprocess would get; it runs
-the entry point as cli_in_process does and ends with os._exit (pytest's own exit code never runs in it).
+subprocesses of conftest.run_cli / popen_cli. The child starts from what a fresh interpreter has:
+default signal handlers, no pytest log handlers (a library's terminal handler writes to the child's own
+stderr), no Hydra state, the environment, argv and ``__main__`` a subprocess would get; it runs the entry
+point as cli_in_process does and ends with os._exit (pytest's own exit code never runs in it).
 
 One constraint from GNU OpenMP (torch's CPU threads): a child must not use more threads than the worker
 ever used, or its first parallel region hangs. The workers run everything on one thread (conftest sets
