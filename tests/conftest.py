@@ -30,6 +30,8 @@ from slurm import slurm_cluster  # noqa: F401  (the one definition of the sessio
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"
+# The environment a run needs for the config callbacks in tests/helpers (signal_at, kill_sweep, hold_at, ...).
+WITH_HELPERS = {"PYTHONPATH": str(HELPERS)}
 
 # One torch thread in each pytest worker and in every CLI subprocess it starts. The tests' models are
 # tiny (hidden size 16-64): a second thread costs more in synchronisation than it gains, many times

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT, cli_in_process
+from conftest import TINY_RUN, TINY_TEXT, WITH_HELPERS, cli_in_process
 from forked import run_forked
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def report_in_process(sweep: Path, capsys) -> tuple[str, dict[str, dict[str, str]]]:
@@ -77,9 +75,6 @@ def test_records_from_before_launches_were_numbered_are_launch_1(tmp_path, capsy
     assert "launch 1: 2 jobs: 2 started" in text
 
 
-HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}  # kill_sweep.KillSweepAt, a config callback
-
-
 @pytest.mark.slow
 def test_report_before_and_after_a_whole_sweep_resume(tmp_path, capsys):
     corpus = tmp_path / "tiny.txt"
@@ -96,7 +91,7 @@ def test_report_before_and_after_a_whole_sweep_resume(tmp_path, capsys):
     killed = run_forked(  # a real (forked) process: the callback SIGKILLs its process group
         ["-m", *TINY_RUN, "data=text", f"data.path={corpus}", "seed=1,2,3", *kill, "hydra.sweep.dir=sweep"],
         tmp_path,
-        env=HELPERS,
+        env=WITH_HELPERS,
         start_new_session=True,
     )
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -107,7 +102,7 @@ def test_report_before_and_after_a_whole_sweep_resume(tmp_path, capsys):
     }
     assert "launch 1: 2 jobs: 2 started" in text
 
-    resumed = cli_in_process(["-m", f"resume={sweep}"], tmp_path, env=HELPERS)
+    resumed = cli_in_process(["-m", f"resume={sweep}"], tmp_path, env=WITH_HELPERS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     text, rows = report_in_process(sweep, capsys)
     assert {n: (r["status"], r["began"]) for n, r in rows.items()} == {

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_in_process, tensorboard_history
+from conftest import WITH_HELPERS, cli_in_process, tensorboard_history
 from slurm import squeue, wait_until
 from test_slurm_sweeps import job_dir, sweep_args, the_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 HOLD = ["_target_=hold_at.HoldAt", "jobs=[1,2]", "step=12"]
 EXCLUDE = (
     "data.path,resume,callbacks.hold._target_,callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir"
 )
-HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers"), "PYTHONWARNINGS": "ignore"}
+HELPERS = {**WITH_HELPERS, "PYTHONWARNINGS": "ignore"}
 
 
 @pytest.fixture

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELPERS, TINY_RUN, cli_in_process, only_run_dir, run_cli
+from conftest import TINY_RUN, WITH_HELPERS, cli_in_process, only_run_dir, run_cli
 from forked import fork_cli, run_forked
 
 pytestmark = pytest.mark.slow
-
-WITH_HELPERS = {"PYTHONPATH": str(HELPERS)}  # signal_at.SignalAt, a config callback
 
 
 def signal_in_test(signum: int) -> list[str]:

@@ -17,27 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT, cli_in_process, tensorboard_history, trained_only
+from conftest import TINY_RUN, TINY_TEXT, WITH_HELPERS, cli_in_process, tensorboard_history, trained_only
 from forked import run_forked
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(Path(sys.executable).parent / "charrnn-train")
 SWEEP = [*TINY_RUN, "data=text", "seed=1,2,3,4"]
 
 pytestmark = pytest.mark.slow  # real sweeps, killed and resumed: tens of seconds each
 
 
-HELPERS = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}  # kill_sweep, hold_until_stopped: config callbacks
-
-
 def train_here(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
     """A basic-launcher sweep (or its resume), in this process."""
-    return cli_in_process([*args, f"data.path={corpus}"], cwd=cwd, env=HELPERS, timeout=600)
+    return cli_in_process([*args, f"data.path={corpus}"], cwd=cwd, env=WITH_HELPERS, timeout=600)
 
 
 def train(args: list[str], cwd: Path, corpus: Path) -> subprocess.CompletedProcess:
     """The console script in a new process (a sweep whose launcher starts processes of its own)."""
-    env = {**os.environ, **HELPERS}
+    env = {**os.environ, **WITH_HELPERS}
     return subprocess.run(
         [TRAIN, *args, f"data.path={corpus}"],
         cwd=cwd,
@@ -98,11 +94,12 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(
         "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.kill._target_,callbacks.kill.job,"
         "callbacks.kill.step,callbacks.kill.marker]",
     ]
-    args = ["-m", *SWEEP, *extra, *kill, "hydra.sweep.dir=sweep", f"data.path={corpus}"]
+    args = ["-m", *SWEEP, *extra, *kill, "hydra.sweep.dir=sweep"]
     if launcher == "basic":  # the callback SIGKILLs the sweep's process group: its own session
-        killed = run_forked(args, tmp_path, env=HELPERS, timeout=600, start_new_session=True)
+        args += [f"data.path={corpus}"]
+        killed = run_forked(args, tmp_path, env=WITH_HELPERS, timeout=600, start_new_session=True)
     else:
-        killed = train(args[:-1], tmp_path, corpus)
+        killed = train(args, tmp_path, corpus)
     assert killed.returncode == -9, killed.stderr[-3000:]
     sweep = tmp_path / "sweep"
     statuses = [
@@ -186,7 +183,7 @@ def test_sigterm_to_the_sweep_process_stops_every_job_and_resume_finishes_it(
         "callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir]",
     ]
     extra = [f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2" if launcher == "parallel" else ""]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), "CHARRNN_TEST_SWEEP": str(tmp_path)}
+    env = {**os.environ, **WITH_HELPERS, "CHARRNN_TEST_SWEEP": str(tmp_path)}
     sweep = subprocess.Popen(
         [TRAIN, "-m", *args, *filter(None, extra), *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
         cwd=tmp_path,
