@@ -11,6 +11,7 @@ signalled, killed or raced) is forked from the worker instead (tests/forked.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import io
 import logging
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -329,15 +330,35 @@ def only_run_dir(root: Path) -> Path:
     return runs[0]
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The directory ``name``, filled by ``make(directory)`` once per test run: under ``pytest -n N`` by
+    the first worker that asks, while the others wait for it and then use what it made. For what several
+    workers' tests only read (a finished run, a reference sweep): trained once, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's own temp dir, above each worker's
+    path, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes, if make fails too
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """One tiny run, ``charrnn-train data=text data.path=tiny.txt *TINY_RUN`` in its own directory (the
     corpus beside it, named relative to it, as users write it). Shared: copy it (copy_run) to change it."""
-    root = tmp_path_factory.mktemp("finished_run")
-    write_corpus(root)
-    proc = cli_in_process(["data=text", "data.path=tiny.txt", *TINY_RUN], cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return only_run_dir(root)
+
+    def make(root: Path) -> None:
+        write_corpus(root)
+        proc = cli_in_process(["data=text", "data.path=tiny.txt", *TINY_RUN], cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return only_run_dir(made_once(tmp_path_factory, "finished_run", make))
 
 
 @pytest.fixture(scope="session")

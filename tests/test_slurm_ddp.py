@@ -18,7 +18,7 @@ import yaml
 
 from charrnn.cli.checks import check_sweep_job
 from charrnn.cli.jobs import Job, SweepRefused
-from conftest import TINY_TEXT, compose_config, only_run_dir, run_cli, tensorboard_history
+from conftest import TINY_TEXT, compose_config, made_once, only_run_dir, run_cli, tensorboard_history
 from forked import run_forked
 from slurm import wait_until
 from test_slurm_requeue import final_metrics
@@ -51,11 +51,13 @@ def corpus_args(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def local_ddp(tmp_path_factory) -> Path:
     """The same run under trainer=ddp_cpu on this machine: Lightning starts rank 1 itself (rank 0 is forked
-    from this worker, tests/forked.py; rank 1 is the console script)."""
-    root = tmp_path_factory.mktemp("local_ddp")
-    proc = run_forked(corpus_args(root), cwd=root, env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return only_run_dir(root)
+    from this worker, tests/forked.py; rank 1 is the console script). Once per test run (made_once)."""
+
+    def make(root: Path) -> None:
+        proc = run_forked(corpus_args(root), cwd=root, env=ONE_THREAD)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return only_run_dir(made_once(tmp_path_factory, "local_ddp", make))
 
 
 def assert_one_job_dir_kept_by_rank_0(sweep: Path, local: Path) -> Path:

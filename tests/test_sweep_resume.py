@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, TINY_TEXT, WITH_HELPERS, cli_in_process, tensorboard_history, trained_only
+from conftest import (
+    TINY_RUN,
+    WITH_HELPERS,
+    cli_in_process,
+    made_once,
+    tensorboard_history,
+    trained_only,
+    write_corpus,
+)
 from forked import run_forked
 
 TRAIN = str(Path(sys.executable).parent / "charrnn-train")
@@ -58,27 +66,29 @@ def result(job: Path) -> tuple:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "tiny.txt"
-    path.write_text(TINY_TEXT, encoding="utf-8")
-    return path
+    """One path for every worker: the reference's recorded config names it."""
+    data = made_once(tmp_path_factory, "sweep_resume_data", write_corpus)
+    return data / "tiny.txt"
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
-    """One uninterrupted sweep, shared by the tests."""
-    cwd = tmp_path_factory.mktemp("ref")
-    done = train_here(
-        [
-            "-m",
-            *SWEEP,
-            "hydra.sweep.dir=sweep",
-            "hydra.job.config.override_dirname.exclude_keys=[data.path,resume]",
-        ],
-        cwd,
-        corpus,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return cwd / "sweep"
+    """One uninterrupted sweep, shared by the tests (of every worker: made_once)."""
+
+    def make(cwd: Path) -> None:
+        done = train_here(
+            [
+                "-m",
+                *SWEEP,
+                "hydra.sweep.dir=sweep",
+                "hydra.job.config.override_dirname.exclude_keys=[data.path,resume]",
+            ],
+            cwd,
+            corpus,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return made_once(tmp_path_factory, "sweep_resume_reference", make) / "sweep"
 
 
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])
