@@ -175,6 +175,27 @@ def processes_of(marker: str) -> list[int]:
     return found
 
 
+def start_held_sweep(args: list[str], held: list[int], cwd: Path, corpus: Path) -> subprocess.Popen:
+    """``charrnn-train -m *args`` in a session of its own, jobs ``held`` held at step 8 until they get a
+    signal (tests/helpers/hold_until_stopped.py); every process it starts carries ``CHARRNN_TEST_SWEEP``."""
+    hold = [
+        "+callbacks.hold._target_=hold_until_stopped.HoldUntilStopped",
+        f"+callbacks.hold.jobs=[{','.join(map(str, held))}]",
+        "+callbacks.hold.step=8",
+        f"+callbacks.hold.dir={cwd}",
+        "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.hold._target_,"
+        "callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir]",
+    ]
+    return subprocess.Popen(
+        [TRAIN, "-m", *args, *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
+        cwd=cwd,
+        env={**os.environ, **WITH_HELPERS, "CHARRNN_TEST_SWEEP": str(cwd)},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.parametrize("launcher", ["parallel", "processes"])
 def test_sigterm_to_the_sweep_process_stops_every_job_and_resume_finishes_it(
     tmp_path: Path, corpus: Path, reference: Path, launcher: str
@@ -184,24 +205,8 @@ def test_sigterm_to_the_sweep_process_stops_every_job_and_resume_finishes_it(
     left, and ``-m resume=`` continues it to the uninterrupted sweep's results."""
     # joblib: 2 slots of 4 jobs, 0 and 1 held; submitit's local executor starts every job at once: 2 jobs.
     held, args = [0, 1], (SWEEP if launcher == "parallel" else [*TINY_RUN, "data=text", "seed=1,2"])
-    hold = [
-        "+callbacks.hold._target_=hold_until_stopped.HoldUntilStopped",
-        f"+callbacks.hold.jobs=[{','.join(map(str, held))}]",
-        "+callbacks.hold.step=8",
-        f"+callbacks.hold.dir={tmp_path}",
-        "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.hold._target_,"
-        "callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir]",
-    ]
     extra = [f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2" if launcher == "parallel" else ""]
-    env = {**os.environ, **WITH_HELPERS, "CHARRNN_TEST_SWEEP": str(tmp_path)}
-    sweep = subprocess.Popen(
-        [TRAIN, "-m", *args, *filter(None, extra), *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    sweep = start_held_sweep([*args, *filter(None, extra)], held, tmp_path, corpus)
     try:
         deadline = time.monotonic() + 180
         while not all((tmp_path / f"held_{n}").exists() for n in held):
@@ -234,3 +239,62 @@ def test_sigterm_to_the_sweep_process_stops_every_job_and_resume_finishes_it(
     assert not list(sweep_dir.glob("*/checkpoints/*-v1.ckpt"))
     for got, want in zip(jobs(sweep_dir), jobs(reference)):  # seeds 1, 2 (, 3, 4): the reference's jobs
         assert result(got) == result(want), got.name
+
+
+def test_a_signal_to_a_parallel_sweeps_process_group_spares_its_idle_worker_and_loses_no_job(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """Ctrl-C or ``kill -- -PGID`` reaches every process of a ``hydra/launcher=parallel`` sweep, joblib's
+    idle workers too. One that died of it made loky take its pool for broken and SIGKILL the other
+    workers, a job saving its stop included: its run.json stayed ``running``, with no checkpoint, and
+    the sweep ended in a traceback. Here job 1 is done (its worker idle) while job 0 is held mid-run:
+    the idle worker gets SIGTERM alone first (the part of a group signal that broke the pool, without
+    its race) and must ignore it; then the whole group gets SIGTERM, and job 0 saves and stops."""
+    sweep = start_held_sweep(
+        [*TINY_RUN, "data=text", "seed=1,2", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2"],
+        [0],
+        tmp_path,
+        corpus,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        held = tmp_path / "held_0"
+        while not (list(tmp_path.glob("sweep/1_*/metrics.json")) and held.exists() and held.read_text()):
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.stderr.read()[-3000:]
+            time.sleep(0.1)
+        busy = int(held.read_text())
+        (idle,) = [
+            pid
+            for pid in processes_of(str(tmp_path))
+            if b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != busy
+        ]
+        while handles_sigterm(idle):  # job 1 still ending: its own stop handler is in place
+            assert time.monotonic() < deadline, "job 1's worker never went idle"
+            time.sleep(0.05)
+        os.kill(idle, signal.SIGTERM)
+        time.sleep(1.0)
+        assert sweep.poll() is None, sweep.communicate()[1][-3000:]  # no broken pool: the sweep goes on
+        os.killpg(sweep.pid, signal.SIGTERM)
+        stderr = sweep.communicate(timeout=120)[1]
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("charrnn-train:")]
+    assert ours == [
+        "charrnn-train: stopped by SIGTERM: 1 running job(s) saved and stopped; "
+        f"continue with: charrnn-train -m resume={tmp_path / 'sweep'}"
+    ], stderr[-3000:]
+    statuses = {}
+    for job in jobs(tmp_path / "sweep"):
+        record = json.loads((job / "run.json").read_text())
+        statuses[int(job.name.split("_")[0])] = (record["status"], bool(record.get("checkpoint")))
+    assert statuses == {0: ("stopped", True), 1: ("done", False)}, statuses
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether a process has a handler of its own for SIGTERM (/proc/<pid>/status, SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False

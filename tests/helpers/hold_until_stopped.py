@@ -1,6 +1,6 @@
 """A callback that holds chosen sweep jobs at a step until their own stop handler has received a signal.
 
-At ``step`` of each job in ``jobs`` it touches ``<dir>/held_<num>`` and waits until the run's
+At ``step`` of each job in ``jobs`` it writes its process id to ``<dir>/held_<num>`` and waits until the run's
 :class:`~charrnn.lit.stop.StopOnSignal` (one of the trainer's callbacks) has received a signal, then
 lets the step end, where the stop saves ``last.ckpt``. So a test can signal a sweep while it knows
 which jobs are mid-run, and none can finish meanwhile. A job that waits over a minute fails loudly.
@@ -12,6 +12,7 @@ real ``charrnn-train`` (``PYTHONPATH=tests/helpers``)::
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class HoldUntilStopped(Callback):
         if num not in self.jobs or trainer.global_step != self.step or held.exists():
             return
         (stopper,) = [c for c in trainer.callbacks if isinstance(c, StopOnSignal)]
-        held.touch()
+        held.write_text(str(os.getpid()))
         deadline = time.monotonic() + LONGEST_HOLD_S
         while stopper.received is None:
             if time.monotonic() > deadline:

@@ -183,6 +183,21 @@ class StopJobsOnSignal(Callback):
 # --- the job's side ------------------------------------------------------------------------------
 
 
+def ignore_stops_between_jobs() -> None:
+    """In a joblib worker of a sweep this module watches: SIGTERM and SIGINT ignored whenever no job of
+    this worker handles them (the job's :class:`StopOnSignal` puts this back as it ends).
+
+    A signal to the sweep's whole process group (Ctrl-C, ``kill -- -PGID``) reaches every loky worker.
+    One between jobs, with the default action, ended at once; loky then took its pool for broken and
+    SIGKILLed every other worker, jobs saving their stop included, whose run.json stayed ``running``
+    with no checkpoint, and the sweep ended in a traceback. The sweep process sends each running job
+    the stop itself (:class:`SweepControl`); an idle worker has nothing to stop.
+    """
+    if os.environ.get(ENV) and threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def registered(out: Any) -> Iterator[None]:
     """Register this job process with its sweep's control dir (if it has one) for the ``with`` block."""

@@ -197,6 +197,8 @@ def main(cfg: DictConfig) -> float:
     out, record_to = cfg.output_dir, None if cfg.get("resume") else cfg.output_dir
     job = job_from_hydra()
     multirun = job.in_sweep
+    if job.launched_by("joblib"):  # before the run's own handlers, which put it back as the job ends
+        sweepstop.ignore_stops_between_jobs()
     try:
         # outermost: a signal at any moment ends the run honestly; a sweep of other processes can send one
         with StopOnSignal().handling() as stopper, sweepstop.registered(out):
