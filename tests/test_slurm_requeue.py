@@ -1,8 +1,9 @@
 """Preempted and timed-out SLURM jobs, on the real one-node cluster of tests/slurm.py.
 
-Each sweep runs the same job twice (``seed=1,1``): job 0 is left alone, job 1 is interrupted mid-run
-and SLURM runs it again. The interrupted job must continue in its own dir from the checkpoint it
-saved and end with exactly job 0's metrics: one ``last.ckpt``, no ``-v1`` checkpoints, every
+Each sweep runs one job (``seed=1``), interrupted mid-run, after its first checkpoint; SLURM runs it
+again. It must continue in its own dir from the checkpoint it saved and end with exactly the metrics
+of the same job left alone (the same sweep under the basic launcher, in this process: one torch
+thread, as the SLURM job's cpus_per_task=1): one ``last.ckpt``, no ``-v1`` checkpoints, every
 TensorBoard step once, and ``run.json`` listing the attempts.
 """
 
@@ -15,12 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import popen_cli, tensorboard_history
+from conftest import cli_in_process, made_once, popen_cli, tensorboard_history
 from slurm import wait_until
 from test_slurm_sweeps import charrnn_lines, job_dir, report_rows, sweep_args, the_sweep
 
-# Long enough that job 1 is still training when it is interrupted after its first checkpoint.
-LONG = ["trainer.max_steps=200", "trainer.val_check_interval=20", "seed=1,1"]
+# Long enough that the job is still training when it is interrupted after its first checkpoint.
+LONG = ["trainer.max_steps=200", "trainer.val_check_interval=20", "seed=1"]
 
 
 def final_metrics(run: Path) -> dict:
@@ -28,18 +29,30 @@ def final_metrics(run: Path) -> dict:
     return {k: metrics[k] for k in ("best_val_bpc", "final", "test", "global_step", "epochs")}
 
 
-def sweep_interrupting_job_1(
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The job of the sweeps below, left alone: the same overrides, basic launcher, in this process."""
+
+    def make(root: Path) -> None:
+        args = [a for a in sweep_args(root, *LONG) if not a.startswith(("-m", "hydra"))]
+        proc = cli_in_process(["-m", *args, "hydra.sweep.dir=sweep"], cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return job_dir(made_once(tmp_path_factory, "slurm_requeue_straight", make) / "sweep", 0)
+
+
+def sweep_interrupting_its_job(
     cluster, root: Path, command: list[str], *extra: str
 ) -> tuple[int, str, str, float]:
-    """The sweep, with ``command`` + job 1's SLURM id run once job 1 has saved a checkpoint.
-    Returns (exit code, stderr, job 1's id, seconds from submission to that checkpoint)."""
+    """The one-job sweep, with ``command`` + the job's SLURM id run once it has saved a checkpoint.
+    Returns (exit code, stderr, the job's id, seconds from submission to that checkpoint)."""
     proc = popen_cli(sweep_args(root, *LONG, *extra), root)
     try:
         started = time.monotonic()
         last = wait_until(
-            lambda: next((root / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt"), None),
+            lambda: next((root / "outputs" / "multirun").glob("*/*/0_*/checkpoints/last.ckpt"), None),
             180,
-            "job 1's checkpoint",
+            "the job's checkpoint",
         )
         took = time.monotonic() - started
         job_id = yaml.safe_load((last.parents[1] / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
@@ -50,10 +63,10 @@ def sweep_interrupting_job_1(
     return proc.returncode, stderr, job_id, took
 
 
-def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
-    """Job 1 (interrupted) ended as job 0 (not): same metrics, files and TensorBoard steps.
-    Returns job 1's run.json."""
-    straight, resumed = job_dir(sweep, 0), job_dir(sweep, 1)
+def assert_continued_exactly(sweep: Path, straight: Path, signal_name: str) -> dict:
+    """The sweep's job (interrupted) ended as ``straight`` (not): same metrics, files and TensorBoard
+    steps. Returns its run.json."""
+    resumed = job_dir(sweep, 0)
     assert final_metrics(resumed) == final_metrics(straight)
     names = lambda run: sorted(p.name for p in (run / "checkpoints").iterdir())  # noqa: E731
     assert names(resumed) == names(straight) and not any("-v" in n for n in names(resumed))
@@ -70,13 +83,15 @@ def assert_continued_exactly(sweep: Path, signal_name: str) -> dict:
 
 
 @pytest.mark.slurm
-def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_cluster, tmp_path, capsys):
+def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(
+    slurm_cluster, straight, tmp_path, capsys
+):
     """``scontrol requeue`` (what preemption with PreemptMode=REQUEUE does): SIGTERM, then SLURM runs it
     again."""
-    code, stderr, job_id, took = sweep_interrupting_job_1(slurm_cluster, tmp_path, ["scontrol", "requeue"])
+    code, stderr, job_id, took = sweep_interrupting_its_job(slurm_cluster, tmp_path, ["scontrol", "requeue"])
     assert code == 0, stderr[-3000:]
     sweep = the_sweep(tmp_path)
-    record = assert_continued_exactly(sweep, "SIGTERM")
+    record = assert_continued_exactly(sweep, straight, "SIGTERM")
     with capsys.disabled():
         print(
             f"\n[slurm] scontrol requeue {job_id} at its first checkpoint ({took:.0f} s after submission): "
@@ -87,18 +102,18 @@ def test_a_requeued_job_continues_in_its_own_dir_to_identical_metrics(slurm_clus
 
 
 @pytest.mark.slurm
-def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, tmp_path):
+def test_a_job_warned_of_its_time_limit_is_requeued_and_finishes(slurm_cluster, straight, tmp_path):
     """SIGUSR2, which SLURM sends signal_delay_s before timeout_min: the job saves, submitit requeues it."""
-    code, stderr, _, _ = sweep_interrupting_job_1(
+    code, stderr, _, _ = sweep_interrupting_its_job(
         slurm_cluster, tmp_path, ["scancel", "--signal=USR2"], "hydra.launcher.timeout_min=5"
     )
     assert code == 0, stderr[-3000:]
-    assert_continued_exactly(the_sweep(tmp_path), "SIGUSR2")
+    assert_continued_exactly(the_sweep(tmp_path), straight, "SIGUSR2")
 
 
 @pytest.mark.slurm
 def test_time_outs_beyond_max_num_timeout_end_the_job_failed(slurm_cluster, tmp_path):
-    code, stderr, _, _ = sweep_interrupting_job_1(
+    code, stderr, _, _ = sweep_interrupting_its_job(
         slurm_cluster,
         tmp_path,
         ["scancel", "--signal=USR2"],
@@ -111,8 +126,8 @@ def test_time_outs_beyond_max_num_timeout_end_the_job_failed(slurm_cluster, tmp_
         "stopped by SIGUSR2" in line
         and "not requeued: Job not requeued because: timed-out too many times" in line
     ), line
-    assert "max_num_timeout" in line and "[sweep job 1: " in line, line
+    assert "max_num_timeout" in line and "[sweep job 0: " in line, line
     sweep = the_sweep(tmp_path)
     rows = report_rows(sweep, tmp_path)
-    assert rows["0"]["status"] == "done" and rows["1"]["status"] == "failed", rows
-    assert (job_dir(sweep, 1) / "checkpoints" / "last.ckpt").is_file()  # saved: resume=<job dir> continues it
+    assert [r["status"] for r in rows.values()] == ["failed"], rows
+    assert (job_dir(sweep, 0) / "checkpoints" / "last.ckpt").is_file()  # saved: resume=<job dir> continues it
