@@ -34,4 +34,7 @@ fi
 # hydra_plugins/ packages; the default editable finder hides them, and compat cannot map charrnn.conf=conf/.
 # Edits are live (the tree links the files); a new file (module or config) needs this script again.
 "${pip[@]}" install -q -e ".${extras:+[$extras]}" --config-settings editable_mode=strict
+# charrnn's own modules compiled now, as a wheel install compiles them (pip compiles site-packages): where
+# PYTHONDONTWRITEBYTECODE is set, each process (every sweep job) would otherwise compile them again.
+"$venv/bin/python" -m compileall -q "$("$venv/bin/python" -c 'import charrnn, pathlib; print(pathlib.Path(charrnn.__file__).parents[1])')"
 echo "setup: ready in $venv"
