@@ -306,11 +306,22 @@ def pytest_collection_modifyitems(config, items):
 
     The longest tests run first (SLURM, then the other slow ones, each in file order), so that under
     ``pytest -n N`` the short ones fill the workers' gaps at the end instead of one worker finishing a
-    long test alone."""
+    long test alone. Of the SLURM tests, those that mostly wait on SLURM itself (WAITING_ON_SLURM: a
+    sleeping array, submitit's 15 s grace) come last: beside another worker's sweeps, which can use the
+    idle core, rather than beside its start-up and quick tests, which cannot."""
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda i: (i.get_closest_marker("slurm") is None, i.get_closest_marker("slow") is None))
+    items.sort(
+        key=lambda i: (
+            i.get_closest_marker("slurm") is None,
+            i.path.name in WAITING_ON_SLURM,
+            i.get_closest_marker("slow") is None,
+        )
+    )
+
+
+WAITING_ON_SLURM = {"test_slurm_cluster.py"}  # a few CPU-seconds in 30 s
 
 
 @pytest.fixture(autouse=True)
