@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from charrnn.core.windows import IGNORE_INDEX, StreamWindows
 from charrnn.lit.datamodule import CharDataModule
 from conftest import (
     TINY_RUN,
+    WITH_HELPERS,
     cli_in_process,
     compose_config,
     only_run_dir,
@@ -399,6 +401,22 @@ def test_ddp_cpu_run_writes_one_run_dir_and_covers_the_val_split_once(tmp_path, 
     best_step = min(scalars["val/bpc"], key=lambda sv: sv[1])[0]
     assert total / count == pytest.approx(dict(scalars["val/loss"])[best_step], rel=1e-5)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 20
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_stops_every_rank_with_that_signal(tmp_path, corpus):
+    """SLURM signals each rank itself, and one may reach a step's end before its copy arrives. A rank that
+    had none then stopped "by SIGTERM": under the time-limit warning (SIGUSR2) of a 2-task SLURM job, rank 1
+    left the requeue to rank 0, which ended the job failed (seen once in CI). Here rank 1 alone gets it."""
+    usr2 = ["+callbacks.sig._target_=signal_at.SignalAt", "+callbacks.sig.hook=train_batch"]
+    usr2 += ["+callbacks.sig.step=12", f"+callbacks.sig.signum={int(signal.SIGUSR2)}"]
+    usr2 += ["+callbacks.sig.rank=1"]
+    args = ["trainer=ddp_cpu", "data=text", f"data.path={corpus}", *TINY_RUN, "trainer.max_steps=40", *usr2]
+    proc = run_forked(args, cwd=tmp_path, env=WITH_HELPERS)
+    assert proc.returncode == 128 + signal.SIGUSR2, proc.stderr[-3000:]  # rank 0's exit: it got no signal
+    record = json.loads((only_run_dir(tmp_path) / "run.json").read_text())
+    assert (record["status"], record["stopped_by"]) == ("stopped", "SIGUSR2"), record
+    assert record["checkpoint"] and 12 <= record["global_step"] < 40, record
 
 
 @pytest.mark.slow

@@ -6,9 +6,10 @@ a real ``charrnn-train`` process (``PYTHONPATH=tests/helpers``)::
 
     +callbacks.kill._target_=signal_at.SignalAt +callbacks.kill.hook=test_batch +callbacks.kill.signum=15
 
-``hook=init`` sends it while Hydra builds the callback (before training, inside ``instantiate``); with
-``masked=true`` the constructor then fails in its cleanup, as OmegaConf's ``flag_override`` does when the
-stop lands while it builds a list: its own error replaces the stop the signal handler raised.
+``rank=N`` (train_batch only): under DDP only rank N sends it. ``hook=init`` sends it while Hydra
+builds the callback (before training, inside ``instantiate``); with ``masked=true`` the constructor then
+fails in its cleanup, as OmegaConf's ``flag_override`` does when the stop lands while it builds a list:
+its own error replaces the stop the signal handler raised.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from lightning.pytorch.callbacks import Callback
 
 
 class SignalAt(Callback):
-    def __init__(self, hook: str, signum: int, step: int = 0, masked: bool = False) -> None:
+    def __init__(
+        self, hook: str, signum: int, step: int = 0, masked: bool = False, rank: int | None = None
+    ) -> None:
         self.hook, self.signum, self.step, self.sent = hook, int(signum), int(step), False
+        self.rank = None if rank is None else int(rank)  # under DDP: that rank alone sends it
         if not masked:
             self._maybe("init", 0)
             return
@@ -43,4 +47,5 @@ class SignalAt(Callback):
         self._maybe("test_batch", batch_idx)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._maybe("train_batch", trainer.global_step)
+        if self.rank is None or trainer.global_rank == self.rank:
+            self._maybe("train_batch", trainer.global_step)

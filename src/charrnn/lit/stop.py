@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from charrnn.lit.module import last_step
@@ -130,13 +131,7 @@ class StopOnSignal(Callback):
         if not stepped:
             # mid gradient accumulation: the gradients so far are in no checkpoint; stop at the step end
             return
-        received = self.received
-        if trainer.world_size > 1:  # every rank stops at the same step, whichever rank got the signal
-            received = (
-                (received or signal.SIGTERM)
-                if trainer.strategy.reduce_boolean_decision(received is not None, all=False)
-                else None
-            )
+        received = self.received if trainer.world_size == 1 else agreed_signal(trainer, self.received)
         if received is None:
             return
         if last_step(trainer):
@@ -150,6 +145,18 @@ class StopOnSignal(Callback):
         # the whole training state (Lightning logs a line when unsaid)
         trainer.save_checkpoint(path, weights_only=False)
         raise Stopped(received, trainer.global_step, path)
+
+
+def agreed_signal(trainer: L.Trainer, received: int | None) -> int | None:
+    """The signal every DDP rank stops with, whichever rank got one, at the same step: the highest number
+    any rank has received so far (SIGTERM over SIGUSR2 over SIGINT), None if none has.
+
+    SLURM signals each task itself, and one rank may reach a step's end before its copy arrives. A rank
+    that had none then took SIGTERM: under SLURM's time-limit warning (SIGUSR2) rank 1 left the requeue
+    to rank 0, which had stopped "by SIGTERM" and ended the job failed instead of requeueing it."""
+    mine = torch.tensor(int(received or 0), device=trainer.strategy.root_device)
+    agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
+    return agreed or None
 
 
 def last_checkpoint(trainer: L.Trainer) -> str:
