@@ -300,6 +300,10 @@ def train_in_process(overrides: list[str], output_dir: Path) -> float:
         return run(cfg, Job(overrides=tuple(overrides)), stopper)
 
 
+# SLURM test files whose tests mostly wait on SLURM itself: a few CPU-seconds in 30 s.
+WAITING_ON_SLURM = {"test_slurm_cluster.py"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marks
 def pytest_collection_modifyitems(config, items):
     """A SLURM test is a slow test too (real jobs through a real slurmctld): `-m "not slow"` stays fast.
@@ -319,9 +323,6 @@ def pytest_collection_modifyitems(config, items):
             i.get_closest_marker("slow") is None,
         )
     )
-
-
-WAITING_ON_SLURM = {"test_slurm_cluster.py"}  # a few CPU-seconds in 30 s
 
 
 @pytest.fixture(autouse=True)
