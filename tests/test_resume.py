@@ -119,8 +119,11 @@ def test_runs_killed_at_random_moments_resume_to_identical_metrics(tmp_path, bat
     rng = random.Random()
     tally = []
     for n, sig in enumerate(signals):
-        delay = rng.uniform(0.0, window)
-        run, resumed = kill_and_resume(args, tmp_path / f"kill{n}", sig, delay)
+        for attempt in range(3):  # a delay past the run's end, or before its first step, is no kill point
+            delay = rng.uniform(0.0, window)
+            run, resumed = kill_and_resume(args, tmp_path / f"kill{n}-{attempt}", sig, delay)
+            if resumed is not None:
+                break
         if resumed is None:
             continue
         # Killed after training ended: only the test was left.
