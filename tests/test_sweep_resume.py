@@ -22,6 +22,7 @@ from conftest import (
     WITH_HELPERS,
     cli_in_process,
     made_once,
+    popen_cli,
     tensorboard_history,
     trained_only,
     write_corpus,
@@ -186,12 +187,10 @@ def start_held_sweep(args: list[str], held: list[int], cwd: Path, corpus: Path) 
         "hydra.job.config.override_dirname.exclude_keys=[data.path,resume,callbacks.hold._target_,"
         "callbacks.hold.jobs,callbacks.hold.step,callbacks.hold.dir]",
     ]
-    return subprocess.Popen(
-        [TRAIN, "-m", *args, *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
-        cwd=cwd,
-        env={**os.environ, **WITH_HELPERS, "CHARRNN_TEST_SWEEP": str(cwd)},
-        stderr=subprocess.PIPE,
-        text=True,
+    return popen_cli(
+        ["-m", *args, *hold, "hydra.sweep.dir=sweep", f"data.path={corpus}"],
+        cwd,
+        env={**WITH_HELPERS, "CHARRNN_TEST_SWEEP": str(cwd)},
         start_new_session=True,
     )
 
