@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 # One pytest worker per core, and worksteal: a worker that runs out of tests takes the rest of another's
-# queue (slow tests first, tests/conftest.py). Whole suite with SLURM on 2 cores, worksteal: -n 3 304 s (the
-# CPUs 98 % busy), -n 2 293 s (90 % busy, about 10 % fewer core-s: three workers and their children contend).
+# queue (slow tests first, tests/conftest.py). Whole suite with SLURM on 2 cores, worksteal, one tree (2aceb7a),
+# back to back: -n 3 318.8 s (CPUs 95 % busy, 606 core-s), -n 2 320.9 s (91 %, 587 core-s): no gain from a third.
 PYTEST_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN)
 
 .PHONY: train test clean
